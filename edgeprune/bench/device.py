@@ -1,0 +1,345 @@
+"""A device session: a transport plus what the harness needs on top of it: the probe (identity,
+cores, runtimes), thermal snapshots, the remote work folders (a per-run folder that is always
+removed, and a cache folder where files are kept by sha256) and checked copies."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edgeprune.bench.inventory import DeviceSpec
+from edgeprune.bench.results import CpuCore, DeviceInfo, ThermalState
+from edgeprune.bench.transport import quote
+from edgeprune.errors import DeviceError
+
+PROBE_TIMEOUT = 30.0
+RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+
+_PROBE_SCRIPT = r"""
+echo "uname_s=$(uname -s 2>/dev/null)"
+echo "uname_m=$(uname -m 2>/dev/null)"
+echo "uname_r=$(uname -r 2>/dev/null)"
+[ -r /proc/device-tree/model ] && echo "dt_model=$(tr -d '\000' < /proc/device-tree/model)"
+[ -r /etc/os-release ] && grep -m1 '^PRETTY_NAME=' /etc/os-release
+grep -m1 -i -E '^(Hardware|model name)[[:space:]]*:' /proc/cpuinfo 2>/dev/null | sed 's/^/cpuinfo_/'
+a=$(grep -m1 '^Cpus_allowed_list' /proc/self/status 2>/dev/null) && echo "allowed=${a##*:}"
+for c in /sys/devices/system/cpu/cpu[0-9]*; do
+  echo "cpu ${c##*/cpu} $(cat "$c/cpufreq/cpuinfo_max_freq" 2>/dev/null)"
+done
+command -v taskset >/dev/null 2>&1 && echo "has_taskset=1"
+command -v sha256sum >/dev/null 2>&1 && echo "has_sha256sum=1"
+command -v getprop >/dev/null 2>&1 && getprop
+true
+"""
+
+_THERMAL_SCRIPT = r"""
+for z in /sys/class/thermal/thermal_zone*; do
+  [ -r "$z/temp" ] || continue
+  t=$(cat "$z/temp" 2>/dev/null) || continue
+  echo "zone ${z##*/} $(cat "$z/type" 2>/dev/null | tr ' ' '_') $t"
+done
+for c in /sys/devices/system/cpu/cpu[0-9]*; do
+  [ -r "$c/cpufreq/scaling_governor" ] || continue
+  echo "gov ${c##*/cpu} $(cat "$c/cpufreq/scaling_governor" 2>/dev/null) $(cat "$c/cpufreq/scaling_cur_freq" 2>/dev/null)"
+done
+command -v vcgencmd >/dev/null 2>&1 && echo "vc $(vcgencmd get_throttled 2>/dev/null)"
+command -v dumpsys >/dev/null 2>&1 && dumpsys thermalservice 2>/dev/null | grep -m1 'Thermal Status'
+true
+"""
+
+_RUNTIME_PROBE = (
+    "import importlib.util as u, platform; "
+    "print('py_version=' + platform.python_version()); "
+    "print('runtimes=' + ','.join(m for m in " + repr(RUNTIMES) + " if u.find_spec(m)))"
+)
+
+_GETPROP = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def parse_thermal(text: str) -> ThermalState:
+    temps: dict[str, float] = {}
+    governors: dict[str, str] = {}
+    freqs: dict[str, int] = {}
+    status = None
+    bits = None
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "zone" and len(parts) >= 4:
+            try:
+                raw = float(parts[3])
+            except ValueError:
+                continue
+            temps[f"{parts[1]}:{parts[2]}"] = raw / 1000.0 if abs(raw) >= 200 else raw
+        elif parts[0] == "gov" and len(parts) >= 3:
+            governors[f"cpu{parts[1]}"] = parts[2]
+            if len(parts) >= 4 and parts[3].isdigit():
+                freqs[f"cpu{parts[1]}"] = int(parts[3])
+        elif parts[0] == "vc":
+            m = re.search(r"throttled=(0x[0-9a-fA-F]+|\d+)", line)
+            if m:
+                bits = int(m.group(1), 0)
+        elif "Thermal Status:" in line:
+            m = re.search(r"Thermal Status:\s*(\d+)", line)
+            if m:
+                status = int(m.group(1))
+    return ThermalState(temps_c=temps, thermal_status=status, throttled_bits=bits, governors=governors, cur_freq_khz=freqs)
+
+
+def cpu_mask(cores: list[CpuCore], affinity: str) -> tuple[str, list[int]]:
+    """(hex mask, CPU indices) for big | little | all | a hex mask. big/little group the CPUs by
+    cpuinfo_max_freq; without frequencies every CPU counts as both."""
+    if not cores:
+        raise DeviceError("the device reported no CPUs, so no affinity mask can be built")
+    if affinity in ("big", "little", "all"):
+        freqs = [c.max_freq_khz for c in cores if c.max_freq_khz]
+        if affinity == "all" or not freqs:
+            chosen = [c.index for c in cores]
+        else:
+            pick = max(freqs) if affinity == "big" else min(freqs)
+            chosen = [c.index for c in cores if c.max_freq_khz == pick]
+    else:
+        value = int(affinity, 16)
+        chosen = [c.index for c in cores if value >> c.index & 1]
+        if not chosen:
+            raise DeviceError(f"affinity mask {affinity} selects none of the device's CPUs "
+                              f"({', '.join(str(c.index) for c in cores)})", "use big, little, all or another mask")
+    mask = sum(1 << i for i in chosen)
+    return f"{mask:x}", chosen
+
+
+class DeviceSession:
+    """One open device. Use as a context manager: the run folder is removed and the connection
+    closed on the way out, whatever happened."""
+
+    def __init__(self, spec: DeviceSpec, run_id: str | None = None):
+        self.spec = spec
+        self.transport = spec.make_transport()
+        self.run_id = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        self.base: str | None = None
+        self.run_dir: str | None = None
+        self.info: DeviceInfo | None = None
+        self.has_taskset = False
+        self.has_sha256sum = False
+        self.cores: list[CpuCore] = []
+
+    @property
+    def label(self) -> str:
+        return self.transport.label
+
+    @property
+    def python(self) -> str:
+        if self.spec.python:
+            return self.spec.python
+        return sys.executable if self.spec.kind == "local" else "python3"
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> "DeviceSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.remove_run_dir()
+        finally:
+            self.transport.close()
+
+    # -- probe ----------------------------------------------------------------------------
+    def probe(self) -> DeviceInfo:
+        """Connects and describes the device. Raises DeviceError when it is unreachable or not
+        authorized; see `probe_info` for a version that reports instead."""
+        self.transport.connect(PROBE_TIMEOUT)
+        r = self.transport.shell(_PROBE_SCRIPT, PROBE_TIMEOUT).check(self.label, "the device probe")
+        kv: dict[str, str] = {}
+        props: dict[str, str] = {}
+        cores: list[CpuCore] = []
+        for line in r.stdout.splitlines():
+            line = line.strip()
+            if m := _GETPROP.match(line):
+                props[m.group(1)] = m.group(2)
+            elif line.startswith("cpu ") and len(line.split()) >= 2 and line.split()[1].isdigit():
+                parts = line.split()
+                freq = int(parts[2]) if len(parts) >= 3 and parts[2].isdigit() else None
+                cores.append(CpuCore(int(parts[1]), freq))
+            elif "=" in line:
+                k, _, v = line.partition("=")
+                kv[k.strip()] = v.strip().strip('"')
+            elif ":" in line and line.lower().startswith("cpuinfo_"):
+                k, _, v = line.partition(":")
+                kv[k.strip().lower()] = v.strip()
+        allowed = kv.get("allowed")
+        if allowed:
+            try:
+                ok = set(parse_cpu_list(allowed))
+                cores = [c for c in cores if c.index in ok] or cores
+            except ValueError:
+                pass  # an unreadable list leaves every present CPU in
+        self.cores = sorted(cores, key=lambda c: c.index)
+        self.has_taskset = kv.get("has_taskset") == "1"
+        self.has_sha256sum = kv.get("has_sha256sum") == "1"
+        android = "ro.build.version.sdk" in props
+        runtimes, py_version = self._probe_python()
+        thermal = self.thermal()
+        if android:
+            abi = props.get("ro.product.cpu.abi") or kv.get("uname_m")
+            abilist = [a for a in props.get("ro.product.cpu.abilist", "").split(",") if a]
+            model = props.get("ro.product.model")
+            manufacturer = props.get("ro.product.manufacturer")
+            soc = " ".join(x for x in (props.get("ro.soc.manufacturer"), props.get("ro.soc.model")) if x) or \
+                props.get("ro.board.platform") or props.get("ro.hardware")
+            os_name = f"Android {props.get('ro.build.version.release', '?')}"
+            sdk = int(props["ro.build.version.sdk"]) if props["ro.build.version.sdk"].isdigit() else None
+        else:
+            abi = kv.get("uname_m")
+            abilist = [abi] if abi else []
+            model = kv.get("dt_model") or (self._host_model() if self.spec.kind == "local" else None)
+            manufacturer = None
+            soc = kv.get("cpuinfo_hardware") or kv.get("cpuinfo_model name")
+            os_name = kv.get("PRETTY_NAME") or kv.get("uname_s")
+            sdk = None
+        runners = []
+        if runtimes:
+            runners.append("python")
+        if self.spec.binary_for(abi):
+            runners.append("benchmark_model")
+        self.info = DeviceInfo(
+            name=self.spec.name, target=self.spec.target, kind=self.spec.kind, reachable=True, authorized=True,
+            model=model, manufacturer=manufacturer, soc=soc, abi=abi, abilist=abilist, os=os_name,
+            android_sdk=sdk, kernel=kv.get("uname_r"), cores=self.cores, python=self.python,
+            python_version=py_version, runtimes=runtimes, runners=runners, thermal=thermal,
+        )
+        return self.info
+
+    @staticmethod
+    def _host_model() -> str | None:
+        import platform
+
+        return platform.processor() or platform.machine() or None
+
+    def _probe_python(self) -> tuple[list[str], str | None]:
+        r = self.transport.run([self.python, "-c", _RUNTIME_PROBE], PROBE_TIMEOUT)
+        if r.returncode != 0:
+            return [], None
+        kv = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+        runtimes = [x for x in kv.get("runtimes", "").split(",") if x]
+        return runtimes, kv.get("py_version")
+
+    def thermal(self) -> ThermalState:
+        r = self.transport.shell(_THERMAL_SCRIPT, PROBE_TIMEOUT).check(self.label, "reading the thermal state")
+        return parse_thermal(r.stdout)
+
+    # -- folders --------------------------------------------------------------------------
+    def _default_base(self) -> str:
+        if self.spec.kind == "adb":
+            return "/data/local/tmp/edgeprune"
+        if self.spec.kind == "local":
+            return os.path.join(tempfile.gettempdir(), f"edgeprune-bench-{os.getuid()}")
+        return "$HOME/.cache/edgeprune"
+
+    def open_folders(self) -> None:
+        """Creates the base and cache folders and this run's own folder."""
+        if self.spec.workdir:
+            wd = self.spec.workdir
+            base_expr = quote(wd if wd.startswith(("/", "./", "../")) else "./" + wd)
+        else:
+            base_expr = '"' + self._default_base() + '"'  # $HOME expands; the rest is a fixed safe path
+        script = f'd={base_expr} && mkdir -p "$d/cache" && cd "$d" && pwd -P'
+        r = self.transport.shell(script, PROBE_TIMEOUT).check(self.label, "creating the remote work folder")
+        base = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+        if not base.startswith("/"):
+            raise DeviceError(f"{self.label}: the work folder resolved to {base!r}, not an absolute path")
+        self.base = base
+        run_dir = f"{base}/run-{self.run_id}"
+        self.transport.run(["mkdir", run_dir], PROBE_TIMEOUT).check(self.label, "creating the run folder")
+        self.run_dir = run_dir
+
+    @property
+    def cache_dir(self) -> str:
+        if self.base is None:
+            raise RuntimeError("open_folders() first")
+        return f"{self.base}/cache"
+
+    def remove_run_dir(self) -> None:
+        """Removes this run's folder. Runs even after Ctrl-C (during_cancel) and never hides why it
+        failed: a device that went away leaves the folder, and the error says so."""
+        if self.run_dir is None:
+            return
+        run_dir, self.run_dir = self.run_dir, None
+        self.transport.run(["rm", "-rf", run_dir], PROBE_TIMEOUT, during_cancel=True).check(
+            self.label, "removing the run folder")
+
+    # -- files ----------------------------------------------------------------------------
+    def remote_sha256(self, path: str) -> str | None:
+        if not self.has_sha256sum:
+            return None
+        r = self.transport.run(["sha256sum", path], PROBE_TIMEOUT)
+        if r.returncode != 0:
+            return None
+        word = r.stdout.strip().split()[0] if r.stdout.strip() else ""
+        return word if re.fullmatch(r"[0-9a-f]{64}", word) else None
+
+    def _remote_size(self, path: str) -> int | None:
+        r = self.transport.shell(f"wc -c < {quote(path)}", PROBE_TIMEOUT)
+        return int(r.stdout.strip()) if r.returncode == 0 and r.stdout.strip().isdigit() else None
+
+    def verify(self, local: Path, remote: str, sha: str) -> None:
+        got = self.remote_sha256(remote)
+        if got is not None:
+            if got != sha:
+                raise DeviceError(f"{self.label}: {remote} differs from {local} after the copy (sha256 {got[:12]} "
+                                  f"!= {sha[:12]})", "the storage may be full or failing; rerun")
+            return
+        size = self._remote_size(remote)
+        if size != local.stat().st_size:
+            raise DeviceError(f"{self.label}: {remote} has {size} bytes after the copy, {local} has "
+                              f"{local.stat().st_size}", "the storage may be full; rerun")
+
+    def push_checked(self, local: Path, remote: str, sha: str | None = None) -> None:
+        sha = sha or sha256_file(local)
+        size = local.stat().st_size
+        self.transport.push([(local, remote)], 60 + size / 2e6)
+        self.verify(local, remote, sha)
+
+    def cached(self, local: Path, executable: bool = False) -> tuple[str, str]:
+        """Copies `local` into the cache folder once, named by its sha256; returns (remote path,
+        sha256). A file already there with the right sha256 is not copied again."""
+        sha = sha256_file(local)
+        safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", local.name)
+        remote = f"{self.cache_dir}/{sha[:16]}-{safe_name}"
+        present = self.remote_sha256(remote) if self.has_sha256sum else None
+        if present == sha or (not self.has_sha256sum and self._remote_size(remote) == local.stat().st_size):
+            return remote, sha
+        tmp = f"{remote}.part-{self.run_id}"
+        self.push_checked(local, tmp, sha)
+        chmod = ["chmod", "755", tmp] if executable else ["true"]
+        self.transport.shell(f"{' '.join(quote(a) for a in chmod)} && mv {quote(tmp)} {quote(remote)}",
+                             PROBE_TIMEOUT).check(self.label, "storing a file in the cache")
+        return remote, sha

@@ -1,0 +1,262 @@
+"""Benchmarks .tflite files on several devices at once: one worker thread per device, never two
+runs on one device at the same time (a lock per device, also across targets naming the same
+device), results merged into one BenchRun. A device that fails is reported with its reason and
+the other devices' results are kept. Ctrl-C stops every running command, removes each device's
+run folder, then re-raises."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import gzip
+import hashlib
+import platform
+import re
+import secrets
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from edgeprune import progress
+from edgeprune.bench import proc
+from edgeprune.bench.device import DeviceSession, cpu_mask
+from edgeprune.bench.inventory import DeviceSpec, Inventory, resolve_targets
+from edgeprune.bench.results import BenchResult, BenchRun, BenchSettings, DeviceInfo, Failure, ModelFile
+from edgeprune.bench.runners import MeasurementError, command_prefix, make_runner
+from edgeprune.errors import DeviceError, InputFileError
+
+TFLITE_MAGIC = b"TFL3"
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def device_lock(identity: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(identity, threading.Lock())
+
+
+def inspect_model(path: str | Path) -> ModelFile:
+    """Checks that `path` is a readable .tflite flatbuffer and measures it: bytes, gzip bytes
+    (level 9, a proxy for what compression of the download buys) and sha256."""
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"model {p} does not exist", "give the path of a .tflite file")
+    if not p.is_file():
+        raise InputFileError(f"model {p} is not a file", "give the path of a .tflite file")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputFileError(f"cannot read model {p}: {e.strerror}") from None
+    if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
+        raise InputFileError(f"{p} is not a TFLite model (no TFL3 identifier at byte 4)",
+                             "export a .tflite first, e.g. with `edgeprune export`")
+    return ModelFile(name=p.name, path=str(p.resolve()), sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
+                     gzip_bytes=len(gzip.compress(data, compresslevel=9, mtime=0)))
+
+
+def _unavailable(spec: DeviceSpec, error: DeviceError) -> DeviceInfo:
+    text = error.one_line()
+    low = text.lower()
+    unauthorized = "unauthorized" in low or "authentication failed" in low
+    # an unauthorized device answered, so it is reachable; otherwise we cannot tell it apart
+    return DeviceInfo(name=spec.name, target=spec.target, kind=spec.kind, reachable=unauthorized,
+                      authorized=False, error=text)
+
+
+def probe_devices(targets: list[str | DeviceSpec] | None = None, inventory: Inventory | None = None,
+                  extra_binaries: dict[str, str] | None = None) -> list[DeviceInfo]:
+    """Probes every target in parallel (one worker per device); an unreachable or unauthorized
+    device comes back with reachable/authorized False and the reason in `error`."""
+    specs = [_with_binaries(s, extra_binaries) for s in resolve_targets(list(targets or []), inventory)]
+
+    def one(spec: DeviceSpec) -> DeviceInfo:
+        with progress.task(f"{spec.name}: probing", None) as t:
+            with device_lock(spec.make_transport().identity):
+                session = DeviceSession(spec)
+                try:
+                    info = session.probe()
+                    t.advance(1, "ok")
+                    return info
+                except DeviceError as e:
+                    t.advance(1, "failed")
+                    return _unavailable(spec, e)
+                finally:
+                    session.close()
+
+    return _in_parallel(one, specs)
+
+
+def _in_parallel(fn, specs):
+    proc.reset_cancel()
+    if not specs:
+        return []
+    with ThreadPoolExecutor(max_workers=len(specs), thread_name_prefix="bench") as ex:
+        futures = [ex.submit(fn, s) for s in specs]
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_EXCEPTION)
+        except KeyboardInterrupt:
+            proc.cancel_all()  # kills running commands; workers then clean up and return
+            wait(futures)
+            raise
+        return [f.result() for f in futures]
+
+
+def _with_binaries(spec: DeviceSpec, binaries: dict[str, str] | None) -> DeviceSpec:
+    if not binaries:
+        return spec
+    table = dict(spec.benchmark_model)
+    table.update({abi: str(Path(p).resolve()) for abi, p in binaries.items()})
+    return dataclasses.replace(spec, benchmark_model=tuple(sorted(table.items())))
+
+
+def _remote_name(name: str) -> str:
+    """The model keeps its own name on the device (every use is quoted); only characters that
+    sftp's batch syntax cannot carry are replaced."""
+    return re.sub(r"[\"\\*?\[\]\n\r\x00/]", "_", name) or "model.tflite"
+
+
+@dataclasses.dataclass
+class _DeviceOutcome:
+    info: DeviceInfo
+    results: list[BenchResult]
+    failures: list[Failure]
+    overhead_s: float | None
+
+
+def _bench_device(spec: DeviceSpec, models: list[ModelFile], settings: BenchSettings, run_id: str) -> _DeviceOutcome:
+    threads = settings.threads or list(spec.threads or [1])
+    results: list[BenchResult] = []
+    failures: list[Failure] = []
+    info: DeviceInfo | None = None
+    measured_s = 0.0
+    cooled_s = 0.0
+    start = time.monotonic()
+    with progress.task(spec.name, len(models) * len(threads)) as task:
+        lock = device_lock(spec.make_transport().identity)
+        if lock.locked():
+            task.advance(0, "waiting: another run holds the device")
+        with lock:
+            session = DeviceSession(spec, run_id)
+            try:
+                task.advance(0, "probing")
+                info = session.probe()
+                session.open_folders()
+                runner = make_runner(settings.runner or spec.runner or "python")
+                task.advance(0, f"preparing the {runner.name} runner")
+                runner.prepare(session)
+                affinity = settings.affinity or spec.affinity or ("big" if spec.kind == "adb" else "all")
+                mask, cpus = cpu_mask(session.cores, affinity)
+                all_mask, _ = cpu_mask(session.cores, "all")
+                prefix, prefix_notes = command_prefix(session, mask, all_mask)
+                remote: dict[str, str] = {}
+                dirs = [f"{session.run_dir}/m{i}" for i in range(len(models))]
+                session.transport.run(["mkdir", *dirs], 30).check(session.label, "creating model folders")
+                for i, m in enumerate(models):
+                    task.advance(0, f"copying {m.name}")
+                    remote[m.sha256 + m.path] = f"{dirs[i]}/{_remote_name(m.name)}"
+                    session.push_checked(Path(m.path), remote[m.sha256 + m.path], m.sha256)
+                first = True
+                for m in models:
+                    for t in threads:
+                        if not first and settings.cooldown_s > 0:
+                            task.advance(0, f"cooling down {settings.cooldown_s:g} s")
+                            proc.sleep(settings.cooldown_s)
+                            cooled_s += settings.cooldown_s
+                        first = False
+                        task.advance(0, f"{m.name} x{t}")
+                        before = session.thermal()
+                        t0 = time.monotonic()
+                        try:
+                            meas = runner.measure(session, remote[m.sha256 + m.path], t, prefix, settings)
+                        except MeasurementError as e:
+                            failures.append(Failure(spec.name, spec.target, e.one_line(), m.name, t))
+                            task.advance(1, f"{m.name} x{t} failed")
+                            continue
+                        finally:
+                            measured_s += time.monotonic() - t0
+                        wall = time.monotonic() - t0
+                        after = session.thermal()
+                        flags, notes = [], list(prefix_notes) + meas.notes
+                        reasons = before.throttle_reasons() + after.throttle_reasons()
+                        if reasons:
+                            flags.append("throttled")
+                            notes.append("throttling: " + "; ".join(dict.fromkeys(reasons)))
+                        if meas.stats.cv > settings.max_cv:
+                            flags.append("high_cv")
+                        if t > len(cpus):
+                            flags.append("oversubscribed")
+                            notes.append(f"{t} threads on {len(cpus)} CPU(s) of mask {mask}")
+                        if before.governors and after.governors and before.governors != after.governors:
+                            notes.append("the CPU governor changed during the run")
+                        results.append(BenchResult(
+                            model=m.name, model_sha256=m.sha256, model_bytes=m.bytes, gzip_bytes=m.gzip_bytes,
+                            device=spec.name, target=spec.target, runner=runner.name,
+                            runner_detail=meas.runner_detail, threads=t, affinity=affinity, cpu_mask=mask,
+                            xnnpack=settings.use_xnnpack, warmup=settings.warmup, runs_requested=settings.runs,
+                            min_secs=settings.min_secs, stats=meas.stats, samples_us=meas.samples_us,
+                            repeat_medians_us=meas.repeat_medians_us, tool=meas.tool, init_us=meas.init_us,
+                            first_us=meas.first_us, memory=meas.memory, thermal_before=before, thermal_after=after,
+                            flags=flags, notes=notes, wall_s=wall,
+                        ))
+                        task.advance(1, f"{m.name} x{t}: median {meas.stats.median_us / 1000:.3f} ms")
+            except DeviceError as e:
+                failures.append(Failure(spec.name, spec.target, e.one_line()))
+                task.advance(0, "failed")
+            finally:
+                try:
+                    session.close()
+                except DeviceError as e:  # the run folder could not be removed: say so, keep the results
+                    failures.append(Failure(spec.name, spec.target, "cleanup: " + e.one_line()))
+    if info is None:
+        info = _unavailable(spec, DeviceError(failures[0].reason if failures else "not probed"))
+    total = time.monotonic() - start
+    overhead = total - measured_s - cooled_s if results else None
+    return _DeviceOutcome(info, results, failures, overhead)
+
+
+def bench_models(paths: list[str | Path], targets: list[str | DeviceSpec] | None = None,
+                 settings: BenchSettings | None = None, inventory: Inventory | str | Path | None = None,
+                 benchmark_model: dict[str, str] | None = None) -> BenchRun:
+    """Benchmarks every .tflite in `paths` on every target (`local`, `adb:SERIAL`,
+    `ssh:[user@]host[:port]`, an inventory device name, or a DeviceSpec) and returns one BenchRun.
+    Devices run in parallel, one worker each; a device that fails is listed in `failures` and the
+    others' results are kept. `benchmark_model` maps ABI -> binary path for every device.
+    Raises InputFileError for a bad model file and DeviceError for an unknown target, before any
+    device is touched."""
+    from edgeprune.bench.inventory import load_inventory
+
+    settings = settings or BenchSettings()
+    if not paths:
+        raise InputFileError("no model to benchmark", "give one or more .tflite files")
+    if isinstance(inventory, (str, Path)):
+        inventory = load_inventory(inventory)
+    models = [inspect_model(p) for p in paths]
+    specs = [_with_binaries(s, benchmark_model) for s in resolve_targets(list(targets or []), inventory)]
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    outcomes = _in_parallel(lambda s: _bench_device(s, models, settings, run_id), specs)
+    run = BenchRun(created=created, settings=settings, models=models, host=_host(), edgeprune_version=_version())
+    for o in outcomes:
+        run.devices.append(o.info)
+        run.results.extend(o.results)
+        run.failures.extend(o.failures)
+        if o.overhead_s is not None:
+            run.overhead_s[o.info.name] = round(o.overhead_s, 3)
+    return run
+
+
+def _host() -> dict[str, str]:
+    return {"hostname": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+            "machine": platform.machine()}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgeprune")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
