@@ -1,0 +1,183 @@
+"""`edgeprune devices` and `edgeprune bench`: thin wrappers over edgeprune.bench. Progress is drawn
+on stderr, one line per device step; results go to stdout and the run folder."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from edgeprune import progress
+from edgeprune.errors import DeviceError, EdgepruneError
+
+
+class _LineTask(progress.Task):
+    def __init__(self, reporter: "_StderrReporter", label: str, total: int | None):
+        super().__init__(label, total)
+        self.reporter = reporter
+        self.start = time.monotonic()
+
+    def advance(self, n: int = 1, status: str | None = None) -> None:
+        super().advance(n, status)
+        if status:
+            count = f" {self.done}/{self.total}" if self.total else ""
+            self.reporter.line(f"[{self.label}]{count} {status} ({time.monotonic() - self.start:.0f} s)")
+
+
+class _StderrReporter(progress.Reporter):
+    """Thread-safe: devices report from their own worker threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            click.echo(text, err=True)
+
+    def task(self, label: str, total: int | None) -> progress.Task:
+        return _LineTask(self, label, total)
+
+    def log(self, message: str) -> None:
+        self.line(message)
+
+
+def _threads(ctx, param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        threads = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of integers, e.g. 1,4") from None
+    if not threads or any(t < 1 for t in threads):
+        raise click.BadParameter(f"'{value}': thread counts must be 1 or more")
+    return threads
+
+
+def _binaries(values: tuple[str, ...]) -> dict[str, str]:
+    table = {}
+    for v in values:
+        abi, sep, path = v.partition("=")
+        if not sep:
+            abi, path = "*", v
+        if not Path(path).is_file():
+            raise click.BadParameter(f"{path} is not a file", param_hint="--benchmark-model")
+        table[abi] = path
+    return table
+
+
+_target_opt = click.option("--target", "-t", "targets", multiple=True, metavar="TARGET",
+                           help="local, adb:SERIAL, ssh:[user@]host[:port] or an inventory name; repeatable.")
+_inventory_opt = click.option("--inventory", type=click.Path(dir_okay=False), help="TOML file with [[device]] tables.")
+_binary_opt = click.option("--benchmark-model", "binaries", multiple=True, metavar="[ABI=]PATH",
+                           help="benchmark_model binary, per ABI (arm64-v8a, aarch64, x86_64...); repeatable.")
+
+
+@click.command()
+@_target_opt
+@_inventory_opt
+@_binary_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the DeviceInfo list as JSON.")
+def devices(targets, inventory, binaries, as_json):
+    """Probe targets: reachable and authorized, identity, ABI, cores, OS, runners, temperature.
+
+    Without --target: this host, every adb device `adb devices` lists, and every inventory device."""
+    import json
+
+    from edgeprune.bench import load_inventory, probe_devices
+    from edgeprune.bench.adb import list_devices
+
+    inv = load_inventory(inventory) if inventory else None
+    targets = list(targets)
+    if not targets:
+        targets = ["local"] + ([d.name for d in inv.devices] if inv else [])
+        try:
+            listed = list_devices()
+        except DeviceError:
+            listed = {}  # no adb here: only the host and the inventory
+        known = {d.target for d in inv.devices} if inv else set()
+        targets += [f"adb:{s}" for s in listed if f"adb:{s}" not in known]
+    progress.set_reporter(_StderrReporter())
+    infos = probe_devices(targets, inv, _binaries(binaries))
+    if as_json:
+        click.echo(json.dumps([i.to_dict() for i in infos], indent=1))
+        return 0
+    for i in infos:
+        if not (i.reachable and i.authorized):
+            click.echo(f"{i.name:<14} {i.target:<28} UNAVAILABLE  {i.error}")
+            continue
+        freqs = sorted({c.max_freq_khz for c in i.cores if c.max_freq_khz}, reverse=True)
+        cores = f"{len(i.cores)} cores" + (" @ " + "/".join(f"{f / 1e6:.2f}" for f in freqs) + " GHz" if freqs else "")
+        temp = i.thermal.max_temp_c if i.thermal else None
+        ident = " ".join(x for x in (i.manufacturer, i.model) if x) or "?"
+        click.echo(
+            f"{i.name:<14} {i.target:<28} ok  {ident} | SoC {i.soc or '?'} | {i.abi or '?'} | {cores} | "
+            f"{i.os or '?'} | runners: {', '.join(i.runners) or 'none'}"
+            f"{' (' + ', '.join(i.runtimes) + ')' if i.runtimes else ''} | "
+            f"temp {'?' if temp is None else f'{temp:.1f} C'}"
+        )
+    return 0
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@_target_opt
+@click.option("--threads", callback=_threads, metavar="N[,N...]", help="Thread counts, e.g. 1,4 [inventory, else 1].")
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="At least this many timed runs.")
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(min=0), help="Warm-up runs.")
+@click.option("--min-secs", default=1.0, show_default=True, type=click.FloatRange(min=0), help="And at least this long.")
+@click.option("--max-secs", default=150.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Stop timing after this long.")
+@click.option("--cooldown", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds of rest between runs on a device.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
+              help="benchmark_model invocations per measurement (its spread comes from these).")
+@click.option("--runner", type=click.Choice(["python", "benchmark_model"]), help="[inventory, else python]")
+@click.option("--affinity", metavar="big|little|all|MASK", help="CPU affinity [inventory, else big on Android, all].")
+@click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate.")
+@click.option("--max-cv", default=0.10, show_default=True, type=click.FloatRange(min=0),
+              help="Flag results whose coefficient of variation is above this.")
+@_inventory_opt
+@_binary_opt
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder [runs/bench-DATE-TIME].")
+@click.option("--force", is_flag=True, help="Replace the results in an existing run folder.")
+def bench(models, targets, threads, runs, warmup, min_secs, max_secs, cooldown, repeats, runner, affinity, no_xnnpack,
+          max_cv, inventory, binaries, out, force):
+    """Measure size and latency of .tflite MODELS on one or more devices.
+
+    \b
+    edgeprune bench a.tflite b.tflite --target local --target adb:R58M123 --threads 1,4
+    edgeprune bench a.tflite --inventory devices.toml --runs 100 --min-secs 5 --cooldown 10
+    """
+    from edgeprune.bench import BenchSettings, bench_models, load_inventory, write_run
+    from edgeprune.bench.report import check_out_dir, render_md
+
+    if affinity is not None:
+        import re
+
+        if not re.fullmatch(r"big|little|all|(0x)?[0-9a-fA-F]+", affinity):
+            raise click.BadParameter(f"'{affinity}' is not big, little, all or a hex mask", param_hint="--affinity")
+    settings = BenchSettings(threads=threads, runs=runs, warmup=warmup, min_secs=min_secs, max_secs=max_secs,
+                             cooldown_s=cooldown, repeats=repeats, use_xnnpack=not no_xnnpack, max_cv=max_cv,
+                             runner=runner, affinity=affinity)
+    out_dir = Path(out) if out else Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
+    check_out_dir(out_dir, force, [Path(m) for m in models])  # fail before any device is touched
+    inv = load_inventory(inventory) if inventory else None
+    progress.set_reporter(_StderrReporter())
+    run = bench_models(list(models), list(targets), settings, inv, _binaries(binaries))
+    paths = write_run(run, out_dir, force)
+    click.echo(render_md(run))
+    click.echo(f"wrote {paths['bench.json']}, {paths['bench.md'].name}, {paths['bench.csv'].name}")
+    if run.failures:
+        devices_failed = sorted({f.device for f in run.failures})
+        first = run.failures[0]
+        raise DeviceError(
+            f"{len(run.failures)} failure(s) on {', '.join(devices_failed)}; first: "
+            f"{first.reason.rstrip('.')}", f"results of the others are in {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(bench())

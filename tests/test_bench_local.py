@@ -1,0 +1,126 @@
+"""`edgeprune bench` / `devices` end to end on the host: the real CLI in a subprocess, the Python
+runner on a real .tflite, the run folder and its refusal rules, and the benchmark_model runner's
+flags, caching and parsing with a stand-in binary (a script printing a recorded output)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeprune.bench import BenchRun, BenchSettings, bench_models
+
+FIX = Path(__file__).parent / "fixtures"
+TINY = FIX / "bench_tiny.tflite"
+QUICK = ["--runs", "5", "--warmup", "1", "--min-secs", "0.05"]
+
+
+def test_cli_bench_local_writes_the_run_folder(cli_run, tmp_path):
+    out = tmp_path / "run"
+    r = cli_run("bench", TINY, "--target", "local", "--threads", "1,2", *QUICK, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "[local]" in r.stderr and "median" in r.stderr  # per-device progress on stderr
+    run = BenchRun.load(out / "bench.json")
+    assert [x.threads for x in run.results] == [1, 2]
+    for res in run.results:
+        assert res.stats.source == "samples" and res.stats.count == len(res.samples_us) >= 5
+        assert 0 < res.stats.min_us <= res.stats.median_us <= res.stats.p90_us <= res.stats.max_us
+        assert res.model_bytes == TINY.stat().st_size and 0 < res.gzip_bytes
+        assert res.memory.kind == "peak_rss" and res.memory.mb > 0
+        assert res.runner_detail["runtime"] == "ai_edge_litert"
+        assert res.cpu_mask == "3" or res.cpu_mask  # explicit mask recorded
+        assert res.thermal_before is not None and res.thermal_after is not None
+    assert "| bench_tiny.tflite | 1 |" in (out / "bench.md").read_text()
+    rows = (out / "bench.csv").read_text().splitlines()
+    assert rows[0].startswith("device,target,model") and len(rows) == 3
+    assert not list(out.glob(".*tmp"))  # no temp files left behind
+
+    again = cli_run("bench", TINY, *QUICK, "--out", out)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines()[-1].startswith("error: ") and "--force" in again.stderr
+    forced = cli_run("bench", TINY, *QUICK, "--out", out, "--force")
+    assert forced.returncode == 0, forced.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["missing.tflite"], "does not exist"),
+    ([str(FIX / "benchmark_model" / "legacy.txt")], "not a TFLite model"),
+    ([str(TINY), "--threads", "1,x"], "comma-separated"),
+    ([str(TINY), "--target", "usb:1"], "is not a target"),
+    ([str(TINY), "--target", "ssh:-oProxyCommand=touch"], "not an ssh address"),
+])
+def test_cli_bad_input_is_one_error_line_exit_2(cli_run, tmp_path, args, needle):
+    r = cli_run("bench", *args, "--out", tmp_path / "o")
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert not (tmp_path / "o" / "bench.json").exists()
+
+
+def test_bench_path_never_imports_tensorflow(tmp_path):
+    code = (
+        "import sys\n"
+        "from edgeprune.bench import bench_models, BenchSettings\n"
+        f"run = bench_models([{str(TINY)!r}], ['local'], BenchSettings(runs=3, warmup=0, min_secs=0.01))\n"
+        "assert run.results and not run.failures, run.failures\n"
+        "assert 'tensorflow' not in sys.modules, 'bench imported tensorflow'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_cli_devices_lists_the_host(cli_run):
+    r = cli_run("devices", "--target", "local", "--json")
+    assert r.returncode == 0, r.stderr
+    (info,) = json.loads(r.stdout)
+    assert info["reachable"] and info["authorized"] and info["abi"]
+    assert "python" in info["runners"] and "ai_edge_litert" in info["runtimes"]
+    assert info["cores"]
+
+
+FAKE_BM = r"""#!/bin/sh
+# stands in for a user's benchmark_model binary: records its flags, prints a recorded output
+echo "$@" >> "$(dirname "$0")/../argv.log"
+cat {fixture}
+"""
+
+
+def test_benchmark_model_runner_flags_cache_and_repeats(tmp_path):
+    binary = tmp_path / "bin" / "benchmark_model"
+    binary.parent.mkdir()
+    binary.write_text(FAKE_BM.format(fixture=FIX / "benchmark_model" / "peak_memory_delegate.txt"))
+    binary.chmod(0o755)
+    work = tmp_path / "device"
+    inv = tmp_path / "inv.toml"
+    inv.write_text(f'[[device]]\nname = "host"\ntarget = "local"\nrunner = "benchmark_model"\n'
+                   f'workdir = "{work}"\nbenchmark_model = {{ "*" = "{binary}" }}\n')
+    s = BenchSettings(threads=[2], runs=7, warmup=3, min_secs=0.5, repeats=3, use_xnnpack=False)
+    run = bench_models([TINY], ["host"], s, inv)
+    assert not run.failures, run.failures
+    (res,) = run.results
+    assert res.runner == "benchmark_model" and res.stats.source == "repeats"
+    assert res.repeat_medians_us == [105718.0] * 3 and res.stats.median_us == 105718.0
+    assert res.memory.kind == "peak_footprint" and res.memory.mb == pytest.approx(21.5078)
+    assert res.tool["p95_us"] == 106281 and "TfLiteXNNPackDelegate" in res.tool["delegates"]
+    assert len(res.runner_detail["binary_sha256"]) == 64
+    cached = list((work / "cache").glob("*-benchmark_model"))
+    assert len(cached) == 1 and cached[0].name.startswith(res.runner_detail["binary_sha256"][:16])
+    calls = (work / "argv.log").read_text().splitlines()
+    assert len(calls) == 3
+    flags = calls[0].split()
+    for f in ("--num_threads=2", "--warmup_runs=3", "--num_runs=7", "--min_secs=0.5", "--max_secs=150",
+              "--use_xnnpack=false"):
+        assert f in flags, calls[0]
+    assert any(f.startswith("--graph=") and f.endswith("bench_tiny.tflite") for f in flags)
+    stamp = cached[0].stat().st_mtime_ns
+    run2 = bench_models([TINY], ["host"], s, inv)
+    assert not run2.failures and list((work / "cache").glob("*-benchmark_model"))[0].stat().st_mtime_ns == stamp
+    assert [p.name for p in work.iterdir() if p.name.startswith("run-")] == []  # run folders removed
+
+
+def test_benchmark_model_runner_without_a_binary_names_the_fix(tmp_path):
+    run = bench_models([TINY], ["local"], BenchSettings(runner="benchmark_model", runs=1))
+    (f,) = run.failures
+    assert "no benchmark_model binary for ABI" in f.reason and "--benchmark-model" in f.reason
+    assert not run.results
