@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgeprune.bench.inventory import DeviceSpec
 from edgeprune.bench.results import CpuCore, DeviceInfo, ThermalState
-from edgeprune.bench.transport import quote
+from edgeprune.bench.transport import join_argv, quote
 from edgeprune.errors import DeviceError
 
 PROBE_TIMEOUT = 30.0
@@ -148,6 +148,7 @@ class DeviceSession:
         self.has_taskset = False
         self.has_sha256sum = False
         self.cores: list[CpuCore] = []
+        self._tracked = 0
 
     @property
     def label(self) -> str:
@@ -196,7 +197,10 @@ class DeviceSession:
                 k, _, v = line.partition(":")
                 kv[k.strip().lower()] = v.strip()
         allowed = kv.get("allowed")
-        if allowed:
+        # Linux boards and containers: only the CPUs this process may use count (a container can
+        # see 64 CPUs and be allowed 2). Android keeps every present CPU: its big cores are the
+        # point of the mask, and a cpuset that forbids them makes taskset fail loudly.
+        if allowed and not any(line.startswith("[ro.build.version.sdk]") for line in r.stdout.splitlines()):
             try:
                 ok = set(parse_cpu_list(allowed))
                 cores = [c for c in cores if c.index in ok] or cores
@@ -293,8 +297,23 @@ class DeviceSession:
         if self.run_dir is None:
             return
         run_dir, self.run_dir = self.run_dir, None
-        self.transport.run(["rm", "-rf", run_dir], PROBE_TIMEOUT, during_cancel=True).check(
-            self.label, "removing the run folder")
+        # a runner still going (Ctrl-C, a timeout) is stopped first: its pid file names it, and
+        # it is killed only if its command line still points into this run folder
+        script = (f"d={quote(run_dir)}; for f in \"$d\"/.pid-*; do [ -f \"$f\" ] || continue; p=$(cat \"$f\"); "
+                  "grep -qF -- \"$d\" /proc/\"$p\"/cmdline 2>/dev/null && kill -9 \"$p\" 2>/dev/null; done; "
+                  "rm -rf -- \"$d\"")
+        self.transport.shell(script, PROBE_TIMEOUT, during_cancel=True).check(self.label, "removing the run folder")
+
+    def run_tracked(self, argv: list[str], timeout: float, redirect_stderr: bool = False):
+        """Runs a long command (a runner) so that its pid is on record in the run folder while it
+        runs: if the client side is killed, cleanup stops it on the device too."""
+        if self.run_dir is None:
+            raise RuntimeError("open_folders() first")
+        self._tracked += 1
+        pid_file = f"{self.run_dir}/.pid-{self._tracked}"
+        inner = 'pf=$1; shift; "$@" & echo $! > "$pf"; wait $!; rc=$?; rm -f "$pf"; exit $rc'
+        script = join_argv(["sh", "-c", inner, "sh", pid_file, *argv]) + (" 2>&1" if redirect_stderr else "")
+        return self.transport.shell(script, timeout)
 
     # -- files ----------------------------------------------------------------------------
     def remote_sha256(self, path: str) -> str | None:

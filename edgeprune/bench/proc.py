@@ -68,6 +68,23 @@ def sleep(seconds: float) -> None:
         raise Cancelled("cancelled")
 
 
+def _stop(p: subprocess.Popen) -> tuple[bytes, bytes]:
+    """Kills the process group, reaps the process and returns what output is left, without
+    waiting for pipes that a process outside the group may hold open."""
+    _kill_group(p)
+    p.wait()
+    try:
+        return p.communicate(timeout=1)
+    except (subprocess.TimeoutExpired, ValueError):
+        for f in (p.stdin, p.stdout, p.stderr):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass  # already closed
+        return b"", b""
+
+
 def _kill_group(p: subprocess.Popen) -> None:
     try:
         os.killpg(p.pid, signal.SIGKILL)
@@ -117,25 +134,39 @@ def run_command(
         raise DeviceError(f"cannot run '{argv[0]}': {e.strerror}") from None
     with _live_lock:
         _live.add(p)
+    deadline = start + timeout
+    exited_at: float | None = None
+    pending_input = input_bytes
     try:
-        try:
-            out, err = p.communicate(input=input_bytes, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(p)
-            out, err = p.communicate()
-            raise CommandTimeout(
-                f"'{describe(argv)}' did not finish within {timeout:g} s and was stopped",
-                "the device may be hung, asleep or disconnected; check it and rerun",
-            ) from None
-        except BaseException:  # KeyboardInterrupt in the main thread: never leave the child behind
-            _kill_group(p)
-            p.wait()
-            raise
+        while True:
+            try:
+                out, err = p.communicate(input=pending_input, timeout=0.25)
+                break
+            except subprocess.TimeoutExpired:
+                pending_input = None  # sent on the first call only
+            now = time.monotonic()
+            if _cancel.is_set() and not during_cancel:
+                _stop(p)
+                raise Cancelled(f"cancelled while running {describe(argv)}")
+            if now >= deadline:
+                _stop(p)
+                raise CommandTimeout(
+                    f"'{describe(argv)}' did not finish within {timeout:g} s and was stopped",
+                    "the device may be hung, asleep or disconnected; check it and rerun",
+                )
+            if p.poll() is not None:
+                # exited, but a process outside its group (ssh's ControlMaster holds the passed
+                # descriptors) keeps the pipes open: give it a moment, then stop reading
+                exited_at = exited_at or now
+                if now - exited_at > 5:
+                    out, err = _stop(p)
+                    break
+    except BaseException:  # KeyboardInterrupt in the main thread: never leave the child behind
+        _stop(p)
+        raise
     finally:
         with _live_lock:
             _live.discard(p)
-    if _cancel.is_set() and not during_cancel and p.returncode < 0:
-        raise Cancelled(f"cancelled while running {describe(argv)}")
     return CommandResult(
         argv=tuple(argv),
         returncode=p.returncode,

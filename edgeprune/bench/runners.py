@@ -20,7 +20,6 @@ from edgeprune.bench.device import DeviceSession
 from edgeprune.bench.parse_benchmark_model import BenchmarkModelOutput, parse
 from edgeprune.bench.results import BenchSettings, MemoryUse
 from edgeprune.bench.stats import LatencyStats, summarize
-from edgeprune.bench.transport import join_argv
 from edgeprune.errors import DeviceError
 
 RUNNER_FILE = Path(android_bench.__file__).with_name("litert_runner.py")
@@ -114,7 +113,7 @@ class PythonRunner(Runner):
                 "--max-secs", f"{settings.max_secs:g}", "--seed", str(settings.seed)]
         if not settings.use_xnnpack:
             argv.append("--no-xnnpack")
-        r = session.transport.run(argv, run_timeout(settings))
+        r = session.run_tracked(argv, run_timeout(settings))
         data = _last_json(r.stdout)
         if data is None:
             raise MeasurementError(f"{session.label}: the Python runner gave no result (exit code {r.returncode}): "
@@ -183,7 +182,7 @@ class BenchmarkModelRunner(Runner):
                     f"--warmup_runs={settings.warmup}", f"--num_runs={settings.runs}",
                     f"--min_secs={settings.min_secs:g}", f"--max_secs={settings.max_secs:g}",
                     f"--use_xnnpack={'true' if settings.use_xnnpack else 'false'}"]
-            r = session.transport.shell(join_argv(argv) + " 2>&1", run_timeout(settings))
+            r = session.run_tracked(argv, run_timeout(settings), redirect_stderr=True)
             try:
                 out = parse(r.stdout + r.stderr)
             except DeviceError as e:
