@@ -112,8 +112,10 @@ def start_sshd(root: Path, sshd: str = "/usr/sbin/sshd") -> SshServer:
         )
     )
     known_hosts = root / "known_hosts"
-    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key.with_suffix('.pub').read_text().split(' ', 2)[0]} "
-                           f"{host_key.with_suffix('.pub').read_text().split(' ', 2)[1]}\n")
+    known_hosts.write_text(
+        f"[127.0.0.1]:{port} {host_key.with_suffix('.pub').read_text().split(' ', 2)[0]} "
+        f"{host_key.with_suffix('.pub').read_text().split(' ', 2)[1]}\n"
+    )
     os.makedirs("/run/sshd", exist_ok=True)  # privilege separation folder sshd insists on
     proc = subprocess.Popen(
         [sshd, "-D", "-e", "-f", str(config)],

@@ -31,8 +31,11 @@ def test_summarize_matches_numpy_and_statistics():
 
 
 def test_bench_run_round_trip_and_refuses_unknown_versions():
-    run = BenchRun(created="now", settings=BenchSettings(threads=[1, 4]),
-                   models=[ModelFile("m.tflite", "/x/m.tflite", "ab" * 32, 10, 9)])
+    run = BenchRun(
+        created="now",
+        settings=BenchSettings(threads=[1, 4]),
+        models=[ModelFile("m.tflite", "/x/m.tflite", "ab" * 32, 10, 9)],
+    )
     d = json.loads(json.dumps(run.to_dict()))
     assert d["schema"] == "edgeprune-bench" and d["schema_version"] == 1
     assert BenchRun.from_dict(d) == run
@@ -70,10 +73,17 @@ def test_inventory_full_entry_and_closest_key(tmp_path):
         '[[device]]\nname = "pi5"\ntarget = "ssh:pi@pi5.local"\nrunner = "python"\nthreads = [1, 4]\n'
         'affinity = "f0"\nenv = { A = "1" }\nworkdir = "/home/pi/ep"\npython = "/home/pi/venv/bin/python"\n'
         'benchmark_model = { aarch64 = "bm" }\nidentity_file = "key"\nssh_options = ["Port=22"]\n'
-        '[[device]]\nname = "phone"\nkind = "adb"\naddress = "R58M"\n')
+        '[[device]]\nname = "phone"\nkind = "adb"\naddress = "R58M"\n'
+    )
     devices = load_inventory(inv).devices
     pi = devices[0]
-    assert (pi.kind, pi.address, pi.threads, pi.affinity, pi.env) == ("ssh", "pi@pi5.local", (1, 4), "f0", (("A", "1"),))
+    assert (pi.kind, pi.address, pi.threads, pi.affinity, pi.env) == (
+        "ssh",
+        "pi@pi5.local",
+        (1, 4),
+        "f0",
+        (("A", "1"),),
+    )
     assert pi.binary_for("aarch64") == str(tmp_path / "bm") and pi.binary_for("x86_64") is None
     assert pi.identity_file == str(tmp_path / "key")
     assert devices[1].target == "adb:R58M"
@@ -90,8 +100,10 @@ def test_inventory_full_entry_and_closest_key(tmp_path):
 
 def test_rc_marker_and_crlf_split():
     assert split_rc("out\r\n\r\n__EDGEPRUNE_RC_5d1c__=3\r\n") == ("out\n", 3)
-    assert split_rc("partial output, then the connection dropped") == ("partial output, then the connection dropped",
-                                                                         None)
+    assert split_rc("partial output, then the connection dropped") == (
+        "partial output, then the connection dropped",
+        None,
+    )
     assert "exit 4" in wrap_with_rc("exit 4")
 
 
@@ -115,15 +127,22 @@ def test_run_command_timeout_kills_the_group():
 
 
 def test_thermal_parsing_and_throttle_reasons():
-    text = ("zone thermal_zone0 cpu-thermal 81234\nzone thermal_zone1 battery 31\ngov 0 schedutil 1800000\n"
-            "gov 4 performance 2400000\nvc throttled=0x50005\nThermal Status: 2\n")
+    text = (
+        "zone thermal_zone0 cpu-thermal 81234\nzone thermal_zone1 battery 31\ngov 0 schedutil 1800000\n"
+        "gov 4 performance 2400000\nvc throttled=0x50005\nThermal Status: 2\n"
+    )
     th = parse_thermal(text)
     assert th.temps_c == {"thermal_zone0:cpu-thermal": pytest.approx(81.234), "thermal_zone1:battery": 31.0}
     assert th.governors == {"cpu0": "schedutil", "cpu4": "performance"}
     assert th.cur_freq_khz["cpu4"] == 2400000
     assert th.throttled_bits == 0x50005 and th.thermal_status == 2
     reasons = " ".join(th.throttle_reasons())
-    assert "under-voltage" in reasons and "throttled" in reasons and "status 2" in reasons and "81.2 C" in reasons
+    assert (
+        "under-voltage" in reasons
+        and "throttled" in reasons
+        and "status 2" in reasons
+        and "81.2 C" in reasons
+    )
 
 
 def test_affinity_masks_from_max_frequencies():
@@ -133,6 +152,16 @@ def test_affinity_masks_from_max_frequencies():
     assert cpu_mask(cores, "all")[0] == "ff"
     assert cpu_mask(cores, "30") == ("30", [4, 5])
     assert cpu_mask([CpuCore(0), CpuCore(1)], "big") == ("3", [0, 1])  # no frequencies: every CPU
+    tri = (
+        [CpuCore(i, 1800000) for i in range(4)]
+        + [CpuCore(i, 2400000) for i in range(4, 7)]
+        + [CpuCore(7, 3000000)]
+    )
+    assert (
+        cpu_mask(tri, "big")[0] == "f0"
+        and cpu_mask(tri, "prime")[0] == "80"
+        and cpu_mask(tri, "little")[0] == "f"
+    )
     with pytest.raises(DeviceError, match="selects none"):
         cpu_mask(cores, "100")
     assert parse_cpu_list("0-2,5") == [0, 1, 2, 5]

@@ -43,13 +43,16 @@ def test_cli_bench_local_writes_the_run_folder(cli_run, tmp_path):
     assert forced.returncode == 0, forced.stderr
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["missing.tflite"], "does not exist"),
-    ([str(FIX / "benchmark_model" / "legacy.txt")], "not a TFLite model"),
-    ([str(TINY), "--threads", "1,x"], "comma-separated"),
-    ([str(TINY), "--target", "usb:1"], "is not a target"),
-    ([str(TINY), "--target", "ssh:-oProxyCommand=touch"], "not an ssh address"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["missing.tflite"], "does not exist"),
+        ([str(FIX / "benchmark_model" / "legacy.txt")], "not a TFLite model"),
+        ([str(TINY), "--threads", "1,x"], "comma-separated"),
+        ([str(TINY), "--target", "usb:1"], "is not a target"),
+        ([str(TINY), "--target", "ssh:-oProxyCommand=touch"], "not an ssh address"),
+    ],
+)
 def test_cli_bad_input_is_one_error_line_exit_2(cli_run, tmp_path, args, needle):
     r = cli_run("bench", *args, "--out", tmp_path / "o")
     assert r.returncode == 2, r.stderr
@@ -93,8 +96,10 @@ def test_benchmark_model_runner_flags_cache_and_repeats(tmp_path):
     binary.chmod(0o755)
     work = tmp_path / "device"
     inv = tmp_path / "inv.toml"
-    inv.write_text(f'[[device]]\nname = "host"\ntarget = "local"\nrunner = "benchmark_model"\n'
-                   f'workdir = "{work}"\nbenchmark_model = {{ "*" = "{binary}" }}\n')
+    inv.write_text(
+        f'[[device]]\nname = "host"\ntarget = "local"\nrunner = "benchmark_model"\n'
+        f'workdir = "{work}"\nbenchmark_model = {{ "*" = "{binary}" }}\n'
+    )
     s = BenchSettings(threads=[2], runs=7, warmup=3, min_secs=0.5, repeats=3, use_xnnpack=False)
     run = bench_models([TINY], ["host"], s, inv)
     assert not run.failures, run.failures
@@ -109,13 +114,21 @@ def test_benchmark_model_runner_flags_cache_and_repeats(tmp_path):
     calls = (work / "argv.log").read_text().splitlines()
     assert len(calls) == 3
     flags = calls[0].split()
-    for f in ("--num_threads=2", "--warmup_runs=3", "--num_runs=7", "--min_secs=0.5", "--max_secs=150",
-              "--use_xnnpack=false"):
+    for f in (
+        "--num_threads=2",
+        "--warmup_runs=3",
+        "--num_runs=7",
+        "--min_secs=0.5",
+        "--max_secs=150",
+        "--use_xnnpack=false",
+    ):
         assert f in flags, calls[0]
     assert any(f.startswith("--graph=") and f.endswith("bench_tiny.tflite") for f in flags)
     stamp = cached[0].stat().st_mtime_ns
     run2 = bench_models([TINY], ["host"], s, inv)
-    assert not run2.failures and list((work / "cache").glob("*-benchmark_model"))[0].stat().st_mtime_ns == stamp
+    assert (
+        not run2.failures and list((work / "cache").glob("*-benchmark_model"))[0].stat().st_mtime_ns == stamp
+    )
     assert [p.name for p in work.iterdir() if p.name.startswith("run-")] == []  # run folders removed
 
 

@@ -64,7 +64,12 @@ def test_peak_memory_and_delegate_lines():
     assert o.peak_memory_mb == pytest.approx(21.5078)
     assert len(o.delegates) == 1
     d = o.delegates[0]
-    assert (d.delegate, d.replaced_nodes, d.total_nodes, d.partitions) == ("TfLiteXNNPackDelegate", 1036, 1097, 23)
+    assert (d.delegate, d.replaced_nodes, d.total_nodes, d.partitions) == (
+        "TfLiteXNNPackDelegate",
+        1036,
+        1097,
+        23,
+    )
     assert o.warmup.count == 5 and o.inference.count == 50  # the last count line is the timed phase
     assert o.median_us == 105718
 
@@ -78,7 +83,10 @@ def test_litert_benchmark_format_in_milliseconds():
     assert o.inference_avg_us == pytest.approx(460)
     assert o.inference.count == 2112
     assert (o.inference.min_us, o.inference.max_us, o.inference.std_us) == (
-        pytest.approx(410), pytest.approx(1320), pytest.approx(50))
+        pytest.approx(410),
+        pytest.approx(1320),
+        pytest.approx(50),
+    )
     assert (o.footprint_init_mb, o.footprint_overall_mb) == (pytest.approx(9.51), pytest.approx(10.02))
 
 

@@ -1,10 +1,8 @@
 """SSH end to end: a real /usr/sbin/sshd on 127.0.0.1 (throwaway keys and config, see
 sshd_fixture.py), the real OpenSSH client, the Python runner on a real .tflite."""
 
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -63,13 +61,31 @@ def test_bench_over_ssh_with_shell_metacharacters_in_the_name(sshd, tmp_path):
 
 
 def test_cli_bench_and_devices_over_ssh(sshd, tmp_path, cli_run):
-    inv = inventory(tmp_path, sshd.inventory_entry("board", python=sys.executable, workdir=str(tmp_path / "w")))
+    inv = inventory(
+        tmp_path, sshd.inventory_entry("board", python=sys.executable, workdir=str(tmp_path / "w"))
+    )
     r = cli_run("devices", "--inventory", inv, "--target", "board")
     assert r.returncode == 0, r.stderr
     assert "board" in r.stdout and " ok " in r.stdout and "python" in r.stdout, r.stdout
     out = tmp_path / "out"
-    r = cli_run("bench", TINY, "--inventory", inv, "--target", "board", "--threads", "1", "--runs", "5",
-                "--warmup", "1", "--min-secs", "0.05", "--out", out)
+    r = cli_run(
+        "bench",
+        TINY,
+        "--inventory",
+        inv,
+        "--target",
+        "board",
+        "--threads",
+        "1",
+        "--runs",
+        "5",
+        "--warmup",
+        "1",
+        "--min-secs",
+        "0.05",
+        "--out",
+        out,
+    )
     assert r.returncode == 0, r.stderr
     assert "[board]" in r.stderr
     run = BenchRun.load(out / "bench.json")
@@ -88,8 +104,12 @@ def test_wrong_key_says_authentication_failed(sshd, tmp_path, cli_run):
 
 def test_closed_port_fails_fast_and_the_other_device_is_kept(sshd, tmp_path):
     port = free_port()  # nothing listens there
-    inv = inventory(tmp_path, sshd.inventory_entry("board", python=sys.executable).replace(
-        str(sshd.port), str(port)).replace("127.0.0.1", "127.0.0.1"))
+    inv = inventory(
+        tmp_path,
+        sshd.inventory_entry("board", python=sys.executable)
+        .replace(str(sshd.port), str(port))
+        .replace("127.0.0.1", "127.0.0.1"),
+    )
     t0 = time.monotonic()
     run = bench_models([TINY], ["board", "local"], BenchSettings(runs=3, warmup=0, min_secs=0.01), inv)
     assert time.monotonic() - t0 < 30
@@ -114,9 +134,27 @@ def test_ctrl_c_removes_the_remote_run_folder(sshd, tmp_path):
     remote = tmp_path / "w"
     inv = inventory(tmp_path, sshd.inventory_entry("board", python=sys.executable, workdir=str(remote)))
     p = subprocess.Popen(
-        [sys.executable, "-m", "edgeprune", "bench", str(TINY), "--inventory", str(inv), "--runs", "5",
-         "--min-secs", "60", "--max-secs", "60", "--out", str(tmp_path / "o")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "edgeprune",
+            "bench",
+            str(TINY),
+            "--inventory",
+            str(inv),
+            "--runs",
+            "5",
+            "--min-secs",
+            "60",
+            "--max-secs",
+            "60",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(remote.glob("run-*/m0/*.tflite")):
         time.sleep(0.1)

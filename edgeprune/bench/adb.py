@@ -25,7 +25,10 @@ def list_devices(adb: str = "adb", timeout: float = 20) -> dict[str, str]:
     """serial -> state ('device', 'unauthorized', 'offline', 'no permissions', ...)."""
     r = run_command([adb, "devices"], timeout)
     if r.returncode != 0:
-        raise DeviceError(f"`{adb} devices` failed (exit code {r.returncode}): {r.tail()}", "is the adb server able to start?")
+        raise DeviceError(
+            f"`{adb} devices` failed (exit code {r.returncode}): {r.tail()}",
+            "is the adb server able to start?",
+        )
     states: dict[str, str] = {}
     for line in r.stdout.replace("\r\n", "\n").splitlines():
         if not line.strip() or line.startswith("List of devices") or line.startswith("*"):
@@ -42,7 +45,9 @@ class AdbTransport(Transport):
 
     def __init__(self, serial: str, adb: str | None = None):
         if not serial or serial.startswith("-") or any(c.isspace() for c in serial):
-            raise DeviceError(f"'{serial}' is not an adb serial", "use the serial `adb devices` prints, or host:port")
+            raise DeviceError(
+                f"'{serial}' is not an adb serial", "use the serial `adb devices` prints, or host:port"
+            )
         self.serial = serial
         self.adb = adb or os.environ.get("EDGEPRUNE_ADB", "adb")
 
@@ -67,8 +72,10 @@ class AdbTransport(Transport):
             r = run_command([self.adb, "connect", self.serial], max(1.0, deadline - time.monotonic()))
             text = (r.stdout + r.stderr).strip()
             if "cannot" in text.lower() or "failed" in text.lower() or "unable" in text.lower():
-                raise DeviceError(f"{self.label}: adb connect failed: {' '.join(text.split())[-200:]}",
-                                  "check that wireless debugging is on and the address and port are right")
+                raise DeviceError(
+                    f"{self.label}: adb connect failed: {' '.join(text.split())[-200:]}",
+                    "check that wireless debugging is on and the address and port are right",
+                )
             state = self.state(max(1.0, deadline - time.monotonic()))
         # a freshly connected device passes through offline/connecting/authorizing for a moment
         while state in (None, "offline", "connecting", "authorizing") and time.monotonic() < deadline - 1:
@@ -80,15 +87,23 @@ class AdbTransport(Transport):
             return
         if state is None:
             listed = ", ".join(f"{s} ({st})" for s, st in list_devices(self.adb, 10).items()) or "none"
-            raise DeviceError(f"{self.label}: no such device; `adb devices` lists: {listed}",
-                              "plug the phone in with USB debugging on, or `adb connect HOST:PORT` for Wi-Fi")
+            raise DeviceError(
+                f"{self.label}: no such device; `adb devices` lists: {listed}",
+                "plug the phone in with USB debugging on, or `adb connect HOST:PORT` for Wi-Fi",
+            )
         if state == "unauthorized":
-            raise DeviceError(f"{self.label}: the device is unauthorized",
-                              "unlock the phone and accept the 'Allow USB debugging?' prompt on it, then rerun")
+            raise DeviceError(
+                f"{self.label}: the device is unauthorized",
+                "unlock the phone and accept the 'Allow USB debugging?' prompt on it, then rerun",
+            )
         if "permission" in state:
-            raise DeviceError(f"{self.label}: no permission to open the USB device ({state})",
-                              "add a udev rule for the phone (Debian: apt-get install android-sdk-platform-tools-common)")
-        raise DeviceError(f"{self.label}: the device is {state}", "reconnect it (replug, or `adb reconnect`) and rerun")
+            raise DeviceError(
+                f"{self.label}: no permission to open the USB device ({state})",
+                "add a udev rule for the phone (Debian: apt-get install android-sdk-platform-tools-common)",
+            )
+        raise DeviceError(
+            f"{self.label}: the device is {state}", "reconnect it (replug, or `adb reconnect`) and rerun"
+        )
 
     def _gone(self, text: str, what: str) -> DeviceError:
         return DeviceError(

@@ -109,27 +109,37 @@ def parse_thermal(text: str) -> ThermalState:
             m = re.search(r"Thermal Status:\s*(\d+)", line)
             if m:
                 status = int(m.group(1))
-    return ThermalState(temps_c=temps, thermal_status=status, throttled_bits=bits, governors=governors, cur_freq_khz=freqs)
+    return ThermalState(
+        temps_c=temps, thermal_status=status, throttled_bits=bits, governors=governors, cur_freq_khz=freqs
+    )
 
 
 def cpu_mask(cores: list[CpuCore], affinity: str) -> tuple[str, list[int]]:
-    """(hex mask, CPU indices) for big | little | all | a hex mask. big/little group the CPUs by
-    cpuinfo_max_freq; without frequencies every CPU counts as both."""
+    """(hex mask, CPU indices) for big | little | prime | all | a hex mask. CPUs are grouped into
+    clusters by cpuinfo_max_freq: little is the slowest cluster, big every CPU outside it (so on a
+    4+3+1 phone big is the 3+1 mid and prime cores), prime the fastest cluster alone. With one
+    cluster, or no frequencies, each name means every CPU."""
     if not cores:
         raise DeviceError("the device reported no CPUs, so no affinity mask can be built")
-    if affinity in ("big", "little", "all"):
-        freqs = [c.max_freq_khz for c in cores if c.max_freq_khz]
-        if affinity == "all" or not freqs:
+    if affinity in ("big", "little", "prime", "all"):
+        freqs = sorted({c.max_freq_khz for c in cores if c.max_freq_khz})
+        if affinity == "all" or len(freqs) < 2:
             chosen = [c.index for c in cores]
+        elif affinity == "little":
+            chosen = [c.index for c in cores if c.max_freq_khz == freqs[0]]
+        elif affinity == "prime":
+            chosen = [c.index for c in cores if c.max_freq_khz == freqs[-1]]
         else:
-            pick = max(freqs) if affinity == "big" else min(freqs)
-            chosen = [c.index for c in cores if c.max_freq_khz == pick]
+            chosen = [c.index for c in cores if c.max_freq_khz and c.max_freq_khz > freqs[0]]
     else:
         value = int(affinity, 16)
         chosen = [c.index for c in cores if value >> c.index & 1]
         if not chosen:
-            raise DeviceError(f"affinity mask {affinity} selects none of the device's CPUs "
-                              f"({', '.join(str(c.index) for c in cores)})", "use big, little, all or another mask")
+            raise DeviceError(
+                f"affinity mask {affinity} selects none of the device's CPUs "
+                f"({', '.join(str(c.index) for c in cores)})",
+                "use big, little, all or another mask",
+            )
     mask = sum(1 << i for i in chosen)
     return f"{mask:x}", chosen
 
@@ -217,8 +227,11 @@ class DeviceSession:
             abilist = [a for a in props.get("ro.product.cpu.abilist", "").split(",") if a]
             model = props.get("ro.product.model")
             manufacturer = props.get("ro.product.manufacturer")
-            soc = " ".join(x for x in (props.get("ro.soc.manufacturer"), props.get("ro.soc.model")) if x) or \
-                props.get("ro.board.platform") or props.get("ro.hardware")
+            soc = (
+                " ".join(x for x in (props.get("ro.soc.manufacturer"), props.get("ro.soc.model")) if x)
+                or props.get("ro.board.platform")
+                or props.get("ro.hardware")
+            )
             os_name = f"Android {props.get('ro.build.version.release', '?')}"
             sdk = int(props["ro.build.version.sdk"]) if props["ro.build.version.sdk"].isdigit() else None
         else:
@@ -235,10 +248,25 @@ class DeviceSession:
         if self.spec.binary_for(abi):
             runners.append("benchmark_model")
         self.info = DeviceInfo(
-            name=self.spec.name, target=self.spec.target, kind=self.spec.kind, reachable=True, authorized=True,
-            model=model, manufacturer=manufacturer, soc=soc, abi=abi, abilist=abilist, os=os_name,
-            android_sdk=sdk, kernel=kv.get("uname_r"), cores=self.cores, python=self.python,
-            python_version=py_version, runtimes=runtimes, runners=runners, thermal=thermal,
+            name=self.spec.name,
+            target=self.spec.target,
+            kind=self.spec.kind,
+            reachable=True,
+            authorized=True,
+            model=model,
+            manufacturer=manufacturer,
+            soc=soc,
+            abi=abi,
+            abilist=abilist,
+            os=os_name,
+            android_sdk=sdk,
+            kernel=kv.get("uname_r"),
+            cores=self.cores,
+            python=self.python,
+            python_version=py_version,
+            runtimes=runtimes,
+            runners=runners,
+            thermal=thermal,
         )
         return self.info
 
@@ -257,7 +285,9 @@ class DeviceSession:
         return runtimes, kv.get("py_version")
 
     def thermal(self) -> ThermalState:
-        r = self.transport.shell(_THERMAL_SCRIPT, PROBE_TIMEOUT).check(self.label, "reading the thermal state")
+        r = self.transport.shell(_THERMAL_SCRIPT, PROBE_TIMEOUT).check(
+            self.label, "reading the thermal state"
+        )
         return parse_thermal(r.stdout)
 
     # -- folders --------------------------------------------------------------------------
@@ -299,10 +329,14 @@ class DeviceSession:
         run_dir, self.run_dir = self.run_dir, None
         # a runner still going (Ctrl-C, a timeout) is stopped first: its pid file names it, and
         # it is killed only if its command line still points into this run folder
-        script = (f"d={quote(run_dir)}; for f in \"$d\"/.pid-*; do [ -f \"$f\" ] || continue; p=$(cat \"$f\"); "
-                  "grep -qF -- \"$d\" /proc/\"$p\"/cmdline 2>/dev/null && kill -9 \"$p\" 2>/dev/null; done; "
-                  "rm -rf -- \"$d\"")
-        self.transport.shell(script, PROBE_TIMEOUT, during_cancel=True).check(self.label, "removing the run folder")
+        script = (
+            f'd={quote(run_dir)}; for f in "$d"/.pid-*; do [ -f "$f" ] || continue; p=$(cat "$f"); '
+            'grep -qF -- "$d" /proc/"$p"/cmdline 2>/dev/null && kill -9 "$p" 2>/dev/null; done; '
+            'rm -rf -- "$d"'
+        )
+        self.transport.shell(script, PROBE_TIMEOUT, during_cancel=True).check(
+            self.label, "removing the run folder"
+        )
 
     def run_tracked(self, argv: list[str], timeout: float, redirect_stderr: bool = False):
         """Runs a long command (a runner) so that its pid is on record in the run folder while it
@@ -333,13 +367,18 @@ class DeviceSession:
         got = self.remote_sha256(remote)
         if got is not None:
             if got != sha:
-                raise DeviceError(f"{self.label}: {remote} differs from {local} after the copy (sha256 {got[:12]} "
-                                  f"!= {sha[:12]})", "the storage may be full or failing; rerun")
+                raise DeviceError(
+                    f"{self.label}: {remote} differs from {local} after the copy (sha256 {got[:12]} "
+                    f"!= {sha[:12]})",
+                    "the storage may be full or failing; rerun",
+                )
             return
         size = self._remote_size(remote)
         if size != local.stat().st_size:
-            raise DeviceError(f"{self.label}: {remote} has {size} bytes after the copy, {local} has "
-                              f"{local.stat().st_size}", "the storage may be full; rerun")
+            raise DeviceError(
+                f"{self.label}: {remote} has {size} bytes after the copy, {local} has {local.stat().st_size}",
+                "the storage may be full; rerun",
+            )
 
     def push_checked(self, local: Path, remote: str, sha: str | None = None) -> None:
         sha = sha or sha256_file(local)
@@ -359,6 +398,7 @@ class DeviceSession:
         tmp = f"{remote}.part-{self.run_id}"
         self.push_checked(local, tmp, sha)
         chmod = ["chmod", "755", tmp] if executable else ["true"]
-        self.transport.shell(f"{' '.join(quote(a) for a in chmod)} && mv {quote(tmp)} {quote(remote)}",
-                             PROBE_TIMEOUT).check(self.label, "storing a file in the cache")
+        self.transport.shell(
+            f"{' '.join(quote(a) for a in chmod)} && mv {quote(tmp)} {quote(remote)}", PROBE_TIMEOUT
+        ).check(self.label, "storing a file in the cache")
         return remote, sha

@@ -49,10 +49,17 @@ def inspect_model(path: str | Path) -> ModelFile:
     except OSError as e:
         raise InputFileError(f"cannot read model {p}: {e.strerror}") from None
     if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
-        raise InputFileError(f"{p} is not a TFLite model (no TFL3 identifier at byte 4)",
-                             "export a .tflite first, e.g. with `edgeprune export`")
-    return ModelFile(name=p.name, path=str(p.resolve()), sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
-                     gzip_bytes=len(gzip.compress(data, compresslevel=9, mtime=0)))
+        raise InputFileError(
+            f"{p} is not a TFLite model (no TFL3 identifier at byte 4)",
+            "export a .tflite first, e.g. with `edgeprune export`",
+        )
+    return ModelFile(
+        name=p.name,
+        path=str(p.resolve()),
+        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=len(data),
+        gzip_bytes=len(gzip.compress(data, compresslevel=9, mtime=0)),
+    )
 
 
 def _unavailable(spec: DeviceSpec, error: DeviceError) -> DeviceInfo:
@@ -60,12 +67,21 @@ def _unavailable(spec: DeviceSpec, error: DeviceError) -> DeviceInfo:
     low = text.lower()
     unauthorized = "unauthorized" in low or "authentication failed" in low
     # an unauthorized device answered, so it is reachable; otherwise we cannot tell it apart
-    return DeviceInfo(name=spec.name, target=spec.target, kind=spec.kind, reachable=unauthorized,
-                      authorized=False, error=text)
+    return DeviceInfo(
+        name=spec.name,
+        target=spec.target,
+        kind=spec.kind,
+        reachable=unauthorized,
+        authorized=False,
+        error=text,
+    )
 
 
-def probe_devices(targets: list[str | DeviceSpec] | None = None, inventory: Inventory | None = None,
-                  extra_binaries: dict[str, str] | None = None) -> list[DeviceInfo]:
+def probe_devices(
+    targets: list[str | DeviceSpec] | None = None,
+    inventory: Inventory | None = None,
+    extra_binaries: dict[str, str] | None = None,
+) -> list[DeviceInfo]:
     """Probes every target in parallel (one worker per device); an unreachable or unauthorized
     device comes back with reachable/authorized False and the reason in `error`."""
     specs = [_with_binaries(s, extra_binaries) for s in resolve_targets(list(targets or []), inventory)]
@@ -126,7 +142,9 @@ class _DeviceOutcome:
     overhead_s: float | None
 
 
-def _bench_device(spec: DeviceSpec, models: list[ModelFile], settings: BenchSettings, run_id: str) -> _DeviceOutcome:
+def _bench_device(
+    spec: DeviceSpec, models: list[ModelFile], settings: BenchSettings, run_id: str
+) -> _DeviceOutcome:
     threads = settings.threads or list(spec.threads or [1])
     results: list[BenchResult] = []
     failures: list[Failure] = []
@@ -191,16 +209,37 @@ def _bench_device(spec: DeviceSpec, models: list[ModelFile], settings: BenchSett
                             notes.append(f"{t} threads on {len(cpus)} CPU(s) of mask {mask}")
                         if before.governors and after.governors and before.governors != after.governors:
                             notes.append("the CPU governor changed during the run")
-                        results.append(BenchResult(
-                            model=m.name, model_sha256=m.sha256, model_bytes=m.bytes, gzip_bytes=m.gzip_bytes,
-                            device=spec.name, target=spec.target, runner=runner.name,
-                            runner_detail=meas.runner_detail, threads=t, affinity=affinity, cpu_mask=mask,
-                            xnnpack=settings.use_xnnpack, warmup=settings.warmup, runs_requested=settings.runs,
-                            min_secs=settings.min_secs, stats=meas.stats, samples_us=meas.samples_us,
-                            repeat_medians_us=meas.repeat_medians_us, tool=meas.tool, init_us=meas.init_us,
-                            first_us=meas.first_us, memory=meas.memory, thermal_before=before, thermal_after=after,
-                            flags=flags, notes=notes, wall_s=wall,
-                        ))
+                        results.append(
+                            BenchResult(
+                                model=m.name,
+                                model_sha256=m.sha256,
+                                model_bytes=m.bytes,
+                                gzip_bytes=m.gzip_bytes,
+                                device=spec.name,
+                                target=spec.target,
+                                runner=runner.name,
+                                runner_detail=meas.runner_detail,
+                                threads=t,
+                                affinity=affinity,
+                                cpu_mask=mask,
+                                xnnpack=settings.use_xnnpack,
+                                warmup=settings.warmup,
+                                runs_requested=settings.runs,
+                                min_secs=settings.min_secs,
+                                stats=meas.stats,
+                                samples_us=meas.samples_us,
+                                repeat_medians_us=meas.repeat_medians_us,
+                                tool=meas.tool,
+                                init_us=meas.init_us,
+                                first_us=meas.first_us,
+                                memory=meas.memory,
+                                thermal_before=before,
+                                thermal_after=after,
+                                flags=flags,
+                                notes=notes,
+                                wall_s=wall,
+                            )
+                        )
                         task.advance(1, f"{m.name} x{t}: median {meas.stats.median_us / 1000:.3f} ms")
             except DeviceError as e:
                 failures.append(Failure(spec.name, spec.target, e.one_line()))
@@ -209,7 +248,11 @@ def _bench_device(spec: DeviceSpec, models: list[ModelFile], settings: BenchSett
                 try:
                     session.close()
                 except DeviceError as e:  # the run folder could not be removed: say so, keep the results
-                    failures.append(Failure(spec.name, spec.target, "cleanup: " + e.one_line()))
+                    failures.append(
+                        Failure(
+                            spec.name, spec.target, "the run folder may remain on the device: " + e.one_line()
+                        )
+                    )
     if info is None:
         info = _unavailable(spec, DeviceError(failures[0].reason if failures else "not probed"))
     total = time.monotonic() - start
@@ -217,9 +260,13 @@ def _bench_device(spec: DeviceSpec, models: list[ModelFile], settings: BenchSett
     return _DeviceOutcome(info, results, failures, overhead)
 
 
-def bench_models(paths: list[str | Path], targets: list[str | DeviceSpec] | None = None,
-                 settings: BenchSettings | None = None, inventory: Inventory | str | Path | None = None,
-                 benchmark_model: dict[str, str] | None = None) -> BenchRun:
+def bench_models(
+    paths: list[str | Path],
+    targets: list[str | DeviceSpec] | None = None,
+    settings: BenchSettings | None = None,
+    inventory: Inventory | str | Path | None = None,
+    benchmark_model: dict[str, str] | None = None,
+) -> BenchRun:
     """Benchmarks every .tflite in `paths` on every target (`local`, `adb:SERIAL`,
     `ssh:[user@]host[:port]`, an inventory device name, or a DeviceSpec) and returns one BenchRun.
     Devices run in parallel, one worker each; a device that fails is listed in `failures` and the
@@ -238,7 +285,9 @@ def bench_models(paths: list[str | Path], targets: list[str | DeviceSpec] | None
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     outcomes = _in_parallel(lambda s: _bench_device(s, models, settings, run_id), specs)
-    run = BenchRun(created=created, settings=settings, models=models, host=_host(), edgeprune_version=_version())
+    run = BenchRun(
+        created=created, settings=settings, models=models, host=_host(), edgeprune_version=_version()
+    )
     for o in outcomes:
         run.devices.append(o.info)
         run.results.extend(o.results)
@@ -249,8 +298,12 @@ def bench_models(paths: list[str | Path], targets: list[str | DeviceSpec] | None
 
 
 def _host() -> dict[str, str]:
-    return {"hostname": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-            "machine": platform.machine()}
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
 
 
 def _version() -> str:

@@ -6,7 +6,7 @@ or the name of a device in an inventory TOML file:
     target = "ssh:pi@pi5.local"          # or: kind = "ssh" and address = "pi@pi5.local"
     runner = "python"                    # or "benchmark_model"
     threads = [1, 4]
-    affinity = "big"                     # big | little | all | a hex mask such as "f0"
+    affinity = "big"                     # big | little | prime | all | a hex mask such as "f0"
     env = { OMP_NUM_THREADS = "1" }
     workdir = "/home/pi/.cache/edgeprune"
     python = "/home/pi/litert-venv/bin/python"
@@ -33,12 +33,25 @@ from edgeprune.errors import DeviceError, InputFileError
 
 KINDS = ("local", "adb", "ssh")
 RUNNERS = ("python", "benchmark_model")
-_AFFINITY = re.compile(r"^(big|little|all|(0x)?[0-9a-fA-F]+)$")
+_AFFINITY = re.compile(r"^(big|little|prime|all|(0x)?[0-9a-fA-F]+)$")
 _WORKDIR_BAD = re.compile(r"[\"\\*?\[\]\n\r\x00]")
 
 DEVICE_KEYS = {
-    "name", "target", "kind", "address", "runner", "threads", "affinity", "env", "workdir", "python",
-    "benchmark_model", "ssh_config", "identity_file", "ssh_options", "adb",
+    "name",
+    "target",
+    "kind",
+    "address",
+    "runner",
+    "threads",
+    "affinity",
+    "env",
+    "workdir",
+    "python",
+    "benchmark_model",
+    "ssh_config",
+    "identity_file",
+    "ssh_options",
+    "adb",
 }
 
 
@@ -79,7 +92,9 @@ class DeviceSpec:
             return AdbTransport(self.address, self.adb)
         return SshTransport(
             SshAddress.parse(self.address),
-            SshOptions(config_file=self.ssh_config, identity_file=self.identity_file, options=list(self.ssh_options)),
+            SshOptions(
+                config_file=self.ssh_config, identity_file=self.identity_file, options=list(self.ssh_options)
+            ),
         )
 
 
@@ -95,8 +110,10 @@ def parse_target(text: str) -> DeviceSpec:
         return DeviceSpec(name="local", kind="local")
     kind, sep, address = text.partition(":")
     if not sep or kind not in ("adb", "ssh") or not address:
-        raise DeviceError(f"'{text}' is not a target", "use local, adb:SERIAL, ssh:[user@]host[:port] or a device name "
-                          "from --inventory")
+        raise DeviceError(
+            f"'{text}' is not a target",
+            "use local, adb:SERIAL, ssh:[user@]host[:port] or a device name from --inventory",
+        )
     if kind == "ssh":
         SshAddress.parse(address)
     else:
@@ -131,7 +148,9 @@ def _device_from_table(t: dict, where: str, base: Path) -> DeviceSpec:
     else:
         kind = t.get("kind")
         if kind not in KINDS:
-            raise InputFileError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}", "or give target = \"...\"")
+            raise InputFileError(
+                f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}", 'or give target = "..."'
+            )
         address = t.get("address", "")
         try:
             parse_target(kind if kind == "local" else f"{kind}:{address}")
@@ -144,14 +163,23 @@ def _device_from_table(t: dict, where: str, base: Path) -> DeviceSpec:
     if threads is not None:
         if isinstance(threads, int) and not isinstance(threads, bool):
             threads = [threads]
-        if not isinstance(threads, list) or not threads or not all(isinstance(x, int) and x >= 1 for x in threads):
+        if (
+            not isinstance(threads, list)
+            or not threads
+            or not all(isinstance(x, int) and x >= 1 for x in threads)
+        ):
             raise InputFileError(f"{where}: threads should be a list of positive integers, got {threads!r}")
     affinity = t.get("affinity")
     if affinity is not None and (not isinstance(affinity, str) or not _AFFINITY.match(affinity)):
-        raise InputFileError(f"{where}: affinity {affinity!r} is not big, little, all or a hex mask such as \"f0\"")
+        raise InputFileError(
+            f"{where}: affinity {affinity!r} is not big, little, prime, all or a hex mask",
+            'e.g. affinity = "f0"',
+        )
     env = t.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, (str, int, float)) for v in env.values()):
-        raise InputFileError(f"{where}: env should be a table of strings, e.g. env = {{ LD_LIBRARY_PATH = \"/x\" }}")
+        raise InputFileError(
+            f'{where}: env should be a table of strings, e.g. env = {{ LD_LIBRARY_PATH = "/x" }}'
+        )
     for k in env:
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
             raise InputFileError(f"{where}: env name {k!r} is not a valid variable name")
@@ -159,18 +187,23 @@ def _device_from_table(t: dict, where: str, base: Path) -> DeviceSpec:
     if workdir is not None:
         _check_type(where, "workdir", workdir, str, "a path")
         if _WORKDIR_BAD.search(workdir) or not workdir.strip():
-            raise InputFileError(f"{where}: workdir {workdir!r} holds characters edgeprune refuses (quotes, backslashes, "
-                                 "* ? [ ], newlines)", "choose a plain folder path")
+            raise InputFileError(
+                f"{where}: workdir {workdir!r} holds characters edgeprune refuses (quotes, backslashes, "
+                "* ? [ ], newlines)",
+                "choose a plain folder path",
+            )
     bm = t.get("benchmark_model", {})
     if isinstance(bm, str):
         bm = {"*": bm}
     if not isinstance(bm, dict) or not all(isinstance(v, str) for v in bm.values()):
-        raise InputFileError(f"{where}: benchmark_model should be a path or a table ABI -> path",
-                             'e.g. benchmark_model = { "arm64-v8a" = "bin/android_aarch64_benchmark_model" }')
+        raise InputFileError(
+            f"{where}: benchmark_model should be a path or a table ABI -> path",
+            'e.g. benchmark_model = { "arm64-v8a" = "bin/android_aarch64_benchmark_model" }',
+        )
     bm = {abi: str((base / os.path.expanduser(p)).resolve()) for abi, p in bm.items()}
     opts = t.get("ssh_options", [])
     if not isinstance(opts, list) or not all(isinstance(o, str) and "=" in o for o in opts):
-        raise InputFileError(f"{where}: ssh_options should be a list of \"Option=value\" strings")
+        raise InputFileError(f'{where}: ssh_options should be a list of "Option=value" strings')
     for key in ("python", "ssh_config", "identity_file", "adb"):
         if key in t:
             _check_type(where, key, t[key], str, "a string")
@@ -184,11 +217,21 @@ def _device_from_table(t: dict, where: str, base: Path) -> DeviceSpec:
         return str((base / os.path.expanduser(v)).resolve()) if v else None
 
     return DeviceSpec(
-        name=name, kind=kind, address=address, runner=runner,
-        threads=tuple(threads) if threads else None, affinity=affinity,
-        env=tuple(sorted((k, str(v)) for k, v in env.items())), workdir=workdir, python=t.get("python"),
-        benchmark_model=tuple(sorted(bm.items())), ssh_config=local_path("ssh_config"),
-        identity_file=local_path("identity_file"), ssh_options=tuple(opts), adb=t.get("adb"), source=where,
+        name=name,
+        kind=kind,
+        address=address,
+        runner=runner,
+        threads=tuple(threads) if threads else None,
+        affinity=affinity,
+        env=tuple(sorted((k, str(v)) for k, v in env.items())),
+        workdir=workdir,
+        python=t.get("python"),
+        benchmark_model=tuple(sorted(bm.items())),
+        ssh_config=local_path("ssh_config"),
+        identity_file=local_path("identity_file"),
+        ssh_options=tuple(opts),
+        adb=t.get("adb"),
+        source=where,
     )
 
 
@@ -212,7 +255,9 @@ def load_inventory(path: str | Path) -> Inventory:
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise InputFileError(f"inventory {path} does not exist", "give the path of a TOML file with [[device]] tables") from None
+        raise InputFileError(
+            f"inventory {path} does not exist", "give the path of a TOML file with [[device]] tables"
+        ) from None
     except OSError as e:
         raise InputFileError(f"cannot read inventory {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
@@ -220,7 +265,9 @@ def load_inventory(path: str | Path) -> Inventory:
     unknown = set(data) - {"device"}
     if unknown:
         k = sorted(unknown)[0]
-        raise InputFileError(f"inventory {path}: unknown top-level key '{k}'", "devices go in [[device]] tables")
+        raise InputFileError(
+            f"inventory {path}: unknown top-level key '{k}'", "devices go in [[device]] tables"
+        )
     tables = data.get("device", [])
     if not isinstance(tables, list) or not tables:
         raise InputFileError(f"inventory {path} lists no devices", "add [[device]] tables")
@@ -229,7 +276,9 @@ def load_inventory(path: str | Path) -> Inventory:
     seen: set[str] = set()
     for d in devices:
         if d.name in seen:
-            raise InputFileError(f"inventory {path}: two devices are named '{d.name}'", "names must be unique")
+            raise InputFileError(
+                f"inventory {path}: two devices are named '{d.name}'", "names must be unique"
+            )
         seen.add(d.name)
     return Inventory(devices, str(path))
 
@@ -250,7 +299,11 @@ def resolve_targets(targets: list[str | DeviceSpec], inventory: Inventory | None
             continue
         if ":" not in t and t != "local":
             names = [d.name for d in inventory.devices] if inventory else []
-            hint = _closest(t, names) if names else "use local, adb:SERIAL or ssh:[user@]host[:port], or pass --inventory"
+            hint = (
+                _closest(t, names)
+                if names
+                else "use local, adb:SERIAL or ssh:[user@]host[:port], or pass --inventory"
+            )
             raise DeviceError(f"unknown target '{t}'", hint)
         specs.append(parse_target(t))
     names = [s.name for s in specs]

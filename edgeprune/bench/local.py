@@ -28,7 +28,9 @@ class LocalTransport(Transport):
         r = run_command(["/bin/sh", "-c", wrap_with_rc(script)], timeout, during_cancel=during_cancel)
         out, rc = split_rc(r.stdout)
         if rc is None:
-            raise DeviceError(f"local: /bin/sh ended without finishing the script (exit code {r.returncode}): {r.tail()}")
+            raise DeviceError(
+                f"local: /bin/sh ended without finishing the script (exit code {r.returncode}): {r.tail()}"
+            )
         return ShellResult(script, rc, out, r.stderr, r.seconds)
 
     def push(self, pairs: list[tuple[Path, str]], timeout: float, *, during_cancel: bool = False) -> None:

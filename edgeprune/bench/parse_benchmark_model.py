@@ -77,25 +77,45 @@ class BenchmarkModelOutput:
 
 _STRIP_PREFIXES = [
     # logcat: `07-08 15:34:26.202 I/tflite ( 5395): ...` or threadtime `07-08 15:34:26.202  5395  5395 I tflite  : ...`
-    re.compile(r"^\d\d-\d\d \d\d:\d\d:\d\d\.\d+\s+(?:\d+\s+\d+\s+)?[VDIWEF][/ ]\s*[\w.-]+\s*(?:\(\s*\d+\))?\s*:\s?"),
+    re.compile(
+        r"^\d\d-\d\d \d\d:\d\d:\d\d\.\d+\s+(?:\d+\s+\d+\s+)?[VDIWEF][/ ]\s*[\w.-]+\s*(?:\(\s*\d+\))?\s*:\s?"
+    ),
     re.compile(r"^[VDIWEF]/[\w.-]+\s*\(\s*\d+\):\s?"),  # logcat brief format
-    re.compile(r"^(?:INFO|WARNING|ERROR|VERBOSE):\s*(?:\[[^\]]*\]\s*)?"),  # tflite / LiteRT severity + [file:line]
+    re.compile(
+        r"^(?:INFO|WARNING|ERROR|VERBOSE):\s*(?:\[[^\]]*\]\s*)?"
+    ),  # tflite / LiteRT severity + [file:line]
 ]
 
 _COUNT = re.compile(r"\bcount=(\d+)((?:\s+\w+=" + _NUM + r")*)(\(all same\))?")
 _KV = re.compile(r"(\w+)=(" + _NUM + r")")
 _TIMINGS = re.compile(
-    r"Inference timings in us:\s*Init:\s*(?P<init>" + _NUM + r"),\s*First inference:\s*(?P<first>" + _NUM
-    + r"),\s*Warmup \(avg\):\s*(?P<warm>" + _NUM + r"),\s*Inference \(avg\):\s*(?P<inf>" + _NUM + r")"
+    r"Inference timings in us:\s*Init:\s*(?P<init>"
+    + _NUM
+    + r"),\s*First inference:\s*(?P<first>"
+    + _NUM
+    + r"),\s*Warmup \(avg\):\s*(?P<warm>"
+    + _NUM
+    + r"),\s*Inference \(avg\):\s*(?P<inf>"
+    + _NUM
+    + r")"
 )
 _LEGACY = re.compile(
-    r"Average inference timings in us:\s*Warmup:\s*(?P<warm>" + _NUM + r"),\s*Init:\s*(?P<init>" + _NUM
-    + r"),\s*(?:no stats:\s*)?Inference:\s*(?P<inf>" + _NUM + r")"
+    r"Average inference timings in us:\s*Warmup:\s*(?P<warm>"
+    + _NUM
+    + r"),\s*Init:\s*(?P<init>"
+    + _NUM
+    + r"),\s*(?:no stats:\s*)?Inference:\s*(?P<inf>"
+    + _NUM
+    + r")"
 )
 _SIZE = re.compile(r"The input model file size \(MB\):\s*(" + _NUM + r")")
 _INIT_SESSION = re.compile(r"Initialized session in\s*(" + _NUM + r")\s*ms")
 _FOOTPRINT = re.compile(
-    r"Memory footprint delta from the start of the tool \(MB\):\s*init=(" + _NUM + r")\s+overall=(" + _NUM + r")"
+    r"Memory footprint delta from the start of the tool \(MB\):\s*init=("
+    + _NUM
+    + r")\s+overall=("
+    + _NUM
+    + r")"
 )
 _PEAK = re.compile(r"[Pp]eak memory footprint \(MB\) via periodic monitoring:\s*(" + _NUM + r")")
 _DELEGATE = re.compile(
@@ -117,8 +137,15 @@ _LRT = {
 _ERROR = re.compile(r"^(?:ERROR:|E/tflite|Failed|.*\bfailed\b|.*[Ee]rror in|Aborted|Segmentation fault)")
 
 _COUNT_KEYS = {
-    "first": "first_us", "curr": "curr_us", "min": "min_us", "max": "max_us", "avg": "avg_us",
-    "std": "std_us", "p5": "p5_us", "median": "median_us", "p95": "p95_us",
+    "first": "first_us",
+    "curr": "curr_us",
+    "min": "min_us",
+    "max": "max_us",
+    "avg": "avg_us",
+    "std": "std_us",
+    "p5": "p5_us",
+    "median": "median_us",
+    "p95": "p95_us",
 }
 
 
@@ -127,7 +154,7 @@ def strip_prefix(line: str) -> str:
     for rx in _STRIP_PREFIXES:
         m = rx.match(line)
         if m:
-            line = line[m.end():]
+            line = line[m.end() :]
     return line.strip()
 
 
@@ -136,8 +163,11 @@ def _count_stat(m: re.Match) -> CountStat:
     for k, v in _KV.findall(m.group(2) or ""):
         if k in _COUNT_KEYS:
             values[_COUNT_KEYS[k]] = float(v)
-    return CountStat(count=int(m.group(1)), all_same=m.group(3) is not None or ("curr_us" in values and len(values) == 1),
-                     **values)
+    return CountStat(
+        count=int(m.group(1)),
+        all_same=m.group(3) is not None or ("curr_us" in values and len(values) == 1),
+        **values,
+    )
 
 
 def parse(text: str) -> BenchmarkModelOutput:
@@ -159,7 +189,9 @@ def parse(text: str) -> BenchmarkModelOutput:
             continue
         if m := _TIMINGS.search(line):
             fmt = "tflite"
-            found.update(init=float(m["init"]), first=float(m["first"]), warm=float(m["warm"]), avg=float(m["inf"]))
+            found.update(
+                init=float(m["init"]), first=float(m["first"]), warm=float(m["warm"]), avg=float(m["inf"])
+            )
             continue
         if m := _LEGACY.search(line):
             fmt = fmt or "tflite-legacy"
@@ -174,8 +206,11 @@ def parse(text: str) -> BenchmarkModelOutput:
         elif m := _PEAK.search(line):
             found["peak"] = float(m.group(1))
         elif m := _DELEGATE.search(line):
-            delegates.append(DelegateInfo(m.group(3), int(m.group(1)), int(m.group(2)),
-                                          int(m.group(4)) if m.group(4) else None))
+            delegates.append(
+                DelegateInfo(
+                    m.group(3), int(m.group(1)), int(m.group(2)), int(m.group(4)) if m.group(4) else None
+                )
+            )
         else:
             for key, rx in _LRT.items():
                 if lm := rx.search(line):
@@ -194,8 +229,13 @@ def parse(text: str) -> BenchmarkModelOutput:
     inference = counts[-1] if counts else None
     warmup = counts[-2] if len(counts) >= 2 else None
     if fmt == "litert" and inference is None and "avg" in found:
-        inference = CountStat(count=runs.get("avg", 0), min_us=found.get("min"), max_us=found.get("max"),
-                              avg_us=found["avg"], std_us=found.get("std"))
+        inference = CountStat(
+            count=runs.get("avg", 0),
+            min_us=found.get("min"),
+            max_us=found.get("max"),
+            avg_us=found["avg"],
+            std_us=found.get("std"),
+        )
     if inference is None and "avg" not in found:
         detail = "; ".join(errors[-3:]) or " ".join(text.split())[-300:] or "no output at all"
         raise BenchmarkOutputError(f"benchmark_model printed no inference timings: {detail}")

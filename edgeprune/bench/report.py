@@ -37,12 +37,16 @@ def check_out_dir(out_dir: Path, force: bool, inputs: list[Path] = ()) -> None:
         raise OutputError(f"{out_dir} exists and is not a folder", "give --out a folder path")
     existing = [n for n in RESULT_FILES if (out_dir / n).exists()]
     if existing and not force:
-        raise OutputError(f"{out_dir} already holds results ({', '.join(existing)})",
-                          "give another --out folder, or --force to replace them")
+        raise OutputError(
+            f"{out_dir} already holds results ({', '.join(existing)})",
+            "give another --out folder, or --force to replace them",
+        )
     resolved = {p.resolve() for p in inputs}
     for n in RESULT_FILES:
         if (out_dir / n).resolve() in resolved:
-            raise OutputError(f"writing {out_dir / n} would overwrite an input file", "give another --out folder")
+            raise OutputError(
+                f"writing {out_dir / n} would overwrite an input file", "give another --out folder"
+            )
 
 
 def write_run(run: BenchRun, out_dir: str | Path, force: bool = False) -> dict[str, Path]:
@@ -66,33 +70,47 @@ def _ms(us: float | None) -> str:
 def render_md(run: BenchRun) -> str:
     lines = [f"# Benchmark {run.created}", ""]
     s = run.settings
-    lines.append(f"Runs >= {s.runs} and >= {s.min_secs:g} s (stop at {s.max_secs:g} s), warm-up {s.warmup}, "
-                 f"cool-down {s.cooldown_s:g} s, XNNPACK {'on' if s.use_xnnpack else 'off'}, "
-                 f"high CV above {s.max_cv:.0%}.")
+    lines.append(
+        f"Runs >= {s.runs} and >= {s.min_secs:g} s (stop at {s.max_secs:g} s), warm-up {s.warmup}, "
+        f"cool-down {s.cooldown_s:g} s, XNNPACK {'on' if s.use_xnnpack else 'off'}, "
+        f"high CV above {s.max_cv:.0%}."
+    )
     lines += ["", "## Models", "", "| model | bytes | gzip bytes | sha256 |", "|---|---:|---:|---|"]
     for m in run.models:
         lines.append(f"| {m.name} | {m.bytes} | {m.gzip_bytes} | {m.sha256[:12]} |")
-    lines += ["", "## Devices", "", "| device | target | model | SoC | ABI | OS | cores | runners | temp C | status |",
-              "|---|---|---|---|---|---|---:|---|---:|---|"]
+    lines += [
+        "",
+        "## Devices",
+        "",
+        "| device | target | model | SoC | ABI | OS | cores | runners | temp C | status |",
+        "|---|---|---|---|---|---|---:|---|---:|---|",
+    ]
     for d in run.devices:
         temp = d.thermal.max_temp_c if d.thermal else None
         status = "ok" if d.reachable and d.authorized else (d.error or "unavailable")
-        lines.append(f"| {d.name} | {d.target} | {d.model or ''} | {d.soc or ''} | {d.abi or ''} | {d.os or ''} | "
-                     f"{len(d.cores) or ''} | {', '.join(d.runners)} | {'' if temp is None else f'{temp:.1f}'} | "
-                     f"{status} |")
+        lines.append(
+            f"| {d.name} | {d.target} | {d.model or ''} | {d.soc or ''} | {d.abi or ''} | {d.os or ''} | "
+            f"{len(d.cores) or ''} | {', '.join(d.runners)} | {'' if temp is None else f'{temp:.1f}'} | "
+            f"{status} |"
+        )
     for d in run.devices:
         rows = [r for r in run.results if r.device == d.name]
         if not rows:
             continue
-        lines += ["", f"## {d.name} ({d.target})", "",
-                  "| model | threads | mask | runner | median ms | mean ms | p90 ms | p95 ms | CV | n | memory | flags |",
-                  "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+        lines += [
+            "",
+            f"## {d.name} ({d.target})",
+            "",
+            "| model | threads | mask | runner | median ms | mean ms | p90 ms | p95 ms | CV | n | memory | flags |",
+            "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
         for r in rows:
             mem = "" if r.memory is None or r.memory.mb is None else f"{r.memory.mb:.1f} MB {r.memory.kind}"
             lines.append(
                 f"| {r.model} | {r.threads} | {r.cpu_mask or ''} | {r.runner} | {_ms(r.stats.median_us)} | "
                 f"{_ms(r.stats.mean_us)} | {_ms(r.stats.p90_us)} | {_ms(r.stats.p95_us)} | {r.stats.cv:.1%} | "
-                f"{r.stats.count} {r.stats.source} | {mem} | {', '.join(r.flags)} |")
+                f"{r.stats.count} {r.stats.source} | {mem} | {', '.join(r.flags)} |"
+            )
         notes = sorted({n for r in rows for n in r.notes})
         if notes:
             lines += [""] + [f"- {n}" for n in notes]
@@ -101,15 +119,42 @@ def render_md(run: BenchRun) -> str:
         for f in run.failures:
             what = f" {f.model} x{f.threads}" if f.model else ""
             lines.append(f"- {f.device}{what}: {f.reason}")
-    lines += ["", "Memory kinds: peak_rss = peak RSS of the Python runner process; footprint_delta = benchmark_model's "
-              "ru_maxrss high-water delta; peak_footprint = benchmark_model's periodic monitoring. Numbers from "
-              "different devices are never one population.", ""]
+    lines += [
+        "",
+        "Memory kinds: peak_rss = peak RSS of the Python runner process; footprint_delta = benchmark_model's "
+        "ru_maxrss high-water delta; peak_footprint = benchmark_model's periodic monitoring. Numbers from "
+        "different devices are never one population.",
+        "",
+    ]
     return "\n".join(lines)
 
 
-CSV_COLUMNS = ["device", "target", "model", "model_bytes", "gzip_bytes", "runner", "threads", "affinity", "cpu_mask",
-               "median_us", "mean_us", "min_us", "max_us", "p90_us", "p95_us", "std_us", "cv", "count", "stats_source",
-               "memory_kind", "memory_mb", "temp_before_c", "temp_after_c", "flags"]
+CSV_COLUMNS = [
+    "device",
+    "target",
+    "model",
+    "model_bytes",
+    "gzip_bytes",
+    "runner",
+    "threads",
+    "affinity",
+    "cpu_mask",
+    "median_us",
+    "mean_us",
+    "min_us",
+    "max_us",
+    "p90_us",
+    "p95_us",
+    "std_us",
+    "cv",
+    "count",
+    "stats_source",
+    "memory_kind",
+    "memory_mb",
+    "temp_before_c",
+    "temp_after_c",
+    "flags",
+]
 
 
 def render_csv(run: BenchRun) -> str:
@@ -119,10 +164,32 @@ def render_csv(run: BenchRun) -> str:
     for r in run.results:
         tb = r.thermal_before.max_temp_c if r.thermal_before else None
         ta = r.thermal_after.max_temp_c if r.thermal_after else None
-        w.writerow([r.device, r.target, r.model, r.model_bytes, r.gzip_bytes, r.runner, r.threads, r.affinity,
-                    r.cpu_mask or "", f"{r.stats.median_us:.1f}", f"{r.stats.mean_us:.1f}", f"{r.stats.min_us:.1f}",
-                    f"{r.stats.max_us:.1f}", f"{r.stats.p90_us:.1f}", f"{r.stats.p95_us:.1f}",
-                    f"{r.stats.std_us:.1f}", f"{r.stats.cv:.4f}", r.stats.count, r.stats.source,
-                    r.memory.kind if r.memory else "", "" if not r.memory or r.memory.mb is None else f"{r.memory.mb:.2f}",
-                    "" if tb is None else f"{tb:.1f}", "" if ta is None else f"{ta:.1f}", ";".join(r.flags)])
+        w.writerow(
+            [
+                r.device,
+                r.target,
+                r.model,
+                r.model_bytes,
+                r.gzip_bytes,
+                r.runner,
+                r.threads,
+                r.affinity,
+                r.cpu_mask or "",
+                f"{r.stats.median_us:.1f}",
+                f"{r.stats.mean_us:.1f}",
+                f"{r.stats.min_us:.1f}",
+                f"{r.stats.max_us:.1f}",
+                f"{r.stats.p90_us:.1f}",
+                f"{r.stats.p95_us:.1f}",
+                f"{r.stats.std_us:.1f}",
+                f"{r.stats.cv:.4f}",
+                r.stats.count,
+                r.stats.source,
+                r.memory.kind if r.memory else "",
+                "" if not r.memory or r.memory.mb is None else f"{r.memory.mb:.2f}",
+                "" if tb is None else f"{tb:.1f}",
+                "" if ta is None else f"{ta:.1f}",
+                ";".join(r.flags),
+            ]
+        )
     return buf.getvalue()

@@ -190,9 +190,13 @@ class BenchSettings(_Plain):
     def __post_init__(self):
         from edgeprune.errors import EdgepruneError
 
-        if self.threads is not None and (not self.threads or any(
-                (not isinstance(t, int)) or isinstance(t, bool) or t < 1 for t in self.threads)):
-            raise EdgepruneError(f"threads must be positive integers, got {self.threads}", "e.g. --threads 1,4")
+        if self.threads is not None and (
+            not self.threads
+            or any((not isinstance(t, int)) or isinstance(t, bool) or t < 1 for t in self.threads)
+        ):
+            raise EdgepruneError(
+                f"threads must be positive integers, got {self.threads}", "e.g. --threads 1,4"
+            )
         for name in ("runs", "repeats"):
             if getattr(self, name) < 1:
                 raise EdgepruneError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -201,7 +205,9 @@ class BenchSettings(_Plain):
         if self.min_secs < 0 or self.cooldown_s < 0:
             raise EdgepruneError("min-secs and cooldown must be 0 or more")
         if self.max_secs <= 0 or self.max_secs < self.min_secs:
-            raise EdgepruneError(f"max-secs ({self.max_secs}) must be positive and at least min-secs ({self.min_secs})")
+            raise EdgepruneError(
+                f"max-secs ({self.max_secs}) must be positive and at least min-secs ({self.min_secs})"
+            )
         if self.runner not in (None, "python", "benchmark_model"):
             raise EdgepruneError(f"unknown runner '{self.runner}'", "use python or benchmark_model")
 
@@ -268,12 +274,16 @@ class BenchRun(_Plain):
     @classmethod
     def from_dict(cls, d: dict) -> "BenchRun":
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
-            raise SchemaError(f"not an edgeprune bench result (schema {d.get('schema') if isinstance(d, dict) else None!r})",
-                              f"expected schema '{SCHEMA}'")
+            raise SchemaError(
+                f"not an edgeprune bench result (schema {d.get('schema') if isinstance(d, dict) else None!r})",
+                f"expected schema '{SCHEMA}'",
+            )
         version = d.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise SchemaError(f"bench result schema version {version!r} is not supported",
-                              f"this edgeprune reads version {SCHEMA_VERSION}; use the edgeprune that wrote it")
+            raise SchemaError(
+                f"bench result schema version {version!r} is not supported",
+                f"this edgeprune reads version {SCHEMA_VERSION}; use the edgeprune that wrote it",
+            )
         body = {k: v for k, v in d.items() if k not in ("schema", "schema_version")}
         return _from_plain(cls, body, "bench")
 

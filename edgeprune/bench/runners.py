@@ -24,7 +24,7 @@ from edgeprune.errors import DeviceError
 
 RUNNER_FILE = Path(android_bench.__file__).with_name("litert_runner.py")
 BINARIES_HINT = (
-    "give the binary for this ABI with --benchmark-model ABI=PATH or benchmark_model = { ABI = \"PATH\" } in the "
+    'give the binary for this ABI with --benchmark-model ABI=PATH or benchmark_model = { ABI = "PATH" } in the '
     "inventory; prebuilt nightly binaries (android_aarch64, android_arm, linux_aarch64, linux_x86-64) are linked "
     "from the LiteRT performance-measurement docs, or build //tflite/tools/benchmark:benchmark_model with Bazel"
 )
@@ -62,10 +62,14 @@ def command_prefix(session: DeviceSession, mask: str | None, all_mask: str) -> t
         if session.has_taskset:
             argv += ["taskset", mask]
         elif mask == all_mask:
-            notes.append("taskset is missing on the device: ran without pinning (the mask covers every CPU anyway)")
+            notes.append(
+                "taskset is missing on the device: ran without pinning (the mask covers every CPU anyway)"
+            )
         else:
-            raise DeviceError(f"{session.label}: affinity mask {mask} needs `taskset`, which the device lacks",
-                              "install util-linux (Linux) or use affinity = \"all\"")
+            raise DeviceError(
+                f"{session.label}: affinity mask {mask} needs `taskset`, which the device lacks",
+                'install util-linux (Linux) or use affinity = "all"',
+            )
     return argv, notes
 
 
@@ -77,8 +81,14 @@ class Runner(ABC):
         """Checks the runner can work on this device and copies what it needs (once, cached)."""
 
     @abstractmethod
-    def measure(self, session: DeviceSession, remote_model: str, threads: int, prefix: list[str],
-                settings: BenchSettings) -> Measurement:
+    def measure(
+        self,
+        session: DeviceSession,
+        remote_model: str,
+        threads: int,
+        prefix: list[str],
+        settings: BenchSettings,
+    ) -> Measurement:
         """Measures one model at one thread count."""
 
 
@@ -96,41 +106,63 @@ class PythonRunner(Runner):
         if info.python_version is None:
             raise DeviceError(
                 f"{session.label}: the Python interpreter '{session.python}' does not run on the device",
-                "install Python 3 there, or set python = \"/path/to/python3\" for this device in the inventory",
+                'install Python 3 there, or set python = "/path/to/python3" for this device in the inventory',
             )
         if not info.runtimes:
             raise DeviceError(
                 f"{session.label}: no TFLite runtime for {session.python} (Python {info.python_version}): none of "
                 "ai_edge_litert, tflite_runtime or tensorflow imports",
                 f"install one on the device: `{session.python} -m pip install ai-edge-litert` (on Raspberry Pi OS "
-                "inside a venv, then set python = \"/path/to/venv/bin/python\" in the inventory)",
+                'inside a venv, then set python = "/path/to/venv/bin/python" in the inventory)',
             )
         self.remote_script, self.script_sha = session.cached(RUNNER_FILE)
 
     def measure(self, session, remote_model, threads, prefix, settings) -> Measurement:
-        argv = [*prefix, session.python, self.remote_script, remote_model, "--threads", str(threads),
-                "--runs", str(settings.runs), "--warmup", str(settings.warmup), "--min-secs", f"{settings.min_secs:g}",
-                "--max-secs", f"{settings.max_secs:g}", "--seed", str(settings.seed)]
+        argv = [
+            *prefix,
+            session.python,
+            self.remote_script,
+            remote_model,
+            "--threads",
+            str(threads),
+            "--runs",
+            str(settings.runs),
+            "--warmup",
+            str(settings.warmup),
+            "--min-secs",
+            f"{settings.min_secs:g}",
+            "--max-secs",
+            f"{settings.max_secs:g}",
+            "--seed",
+            str(settings.seed),
+        ]
         if not settings.use_xnnpack:
             argv.append("--no-xnnpack")
         r = session.run_tracked(argv, run_timeout(settings))
         data = _last_json(r.stdout)
         if data is None:
-            raise MeasurementError(f"{session.label}: the Python runner gave no result (exit code {r.returncode}): "
-                                   f"{r.tail() or 'no output'}")
+            raise MeasurementError(
+                f"{session.label}: the Python runner gave no result (exit code {r.returncode}): "
+                f"{r.tail() or 'no output'}"
+            )
         if "error" in data:
             raise MeasurementError(f"{session.label}: {data['error']}")
         if r.returncode != 0:
-            raise MeasurementError(f"{session.label}: the Python runner failed (exit code {r.returncode}): {r.tail()}")
+            raise MeasurementError(
+                f"{session.label}: the Python runner failed (exit code {r.returncode}): {r.tail()}"
+            )
         samples = [float(x) for x in data["samples_us"]]
         mem = data.get("memory") or {}
         return Measurement(
             stats=summarize(samples, "samples"),
             samples_us=samples,
             runner_detail={
-                "runner_version": str(data.get("runner_version")), "runner_sha256": self.script_sha,
-                "runtime": data.get("runtime"), "runtime_version": data.get("runtime_version"),
-                "python": data.get("python"), "machine": data.get("machine"),
+                "runner_version": str(data.get("runner_version")),
+                "runner_sha256": self.script_sha,
+                "runtime": data.get("runtime"),
+                "runtime_version": data.get("runtime_version"),
+                "python": data.get("python"),
+                "machine": data.get("machine"),
             },
             init_us=data.get("init_us"),
             first_us=data.get("first_us"),
@@ -168,27 +200,40 @@ class BenchmarkModelRunner(Runner):
         abi = session.info.abi if session.info else None
         path = session.spec.binary_for(abi)
         if path is None:
-            raise DeviceError(f"{session.label}: no benchmark_model binary for ABI {abi or 'unknown'}", BINARIES_HINT)
+            raise DeviceError(
+                f"{session.label}: no benchmark_model binary for ABI {abi or 'unknown'}", BINARIES_HINT
+            )
         local = Path(path)
         if not local.is_file():
-            raise DeviceError(f"{session.label}: the benchmark_model binary {local} does not exist", BINARIES_HINT)
+            raise DeviceError(
+                f"{session.label}: the benchmark_model binary {local} does not exist", BINARIES_HINT
+            )
         self.local_binary = str(local)
         self.remote_binary, self.binary_sha = session.cached(local, executable=True)
 
     def measure(self, session, remote_model, threads, prefix, settings) -> Measurement:
         outputs: list[BenchmarkModelOutput] = []
         for _ in range(settings.repeats):
-            argv = [*prefix, self.remote_binary, f"--graph={remote_model}", f"--num_threads={threads}",
-                    f"--warmup_runs={settings.warmup}", f"--num_runs={settings.runs}",
-                    f"--min_secs={settings.min_secs:g}", f"--max_secs={settings.max_secs:g}",
-                    f"--use_xnnpack={'true' if settings.use_xnnpack else 'false'}"]
+            argv = [
+                *prefix,
+                self.remote_binary,
+                f"--graph={remote_model}",
+                f"--num_threads={threads}",
+                f"--warmup_runs={settings.warmup}",
+                f"--num_runs={settings.runs}",
+                f"--min_secs={settings.min_secs:g}",
+                f"--max_secs={settings.max_secs:g}",
+                f"--use_xnnpack={'true' if settings.use_xnnpack else 'false'}",
+            ]
             r = session.run_tracked(argv, run_timeout(settings), redirect_stderr=True)
             try:
                 out = parse(r.stdout + r.stderr)
             except DeviceError as e:
                 raise MeasurementError(f"{session.label}: {e.message} (exit code {r.returncode})") from None
             if r.returncode != 0:
-                raise MeasurementError(f"{session.label}: benchmark_model exited with {r.returncode}: {r.tail()}")
+                raise MeasurementError(
+                    f"{session.label}: benchmark_model exited with {r.returncode}: {r.tail()}"
+                )
             outputs.append(out)
         medians = []
         notes = []
@@ -204,27 +249,49 @@ class BenchmarkModelRunner(Runner):
         last = outputs[-1]
         inf = last.inference
         tool = {
-            "format": last.format, "count": inf.count if inf else None, "avg_us": last.inference_avg_us,
-            "median_us": last.median_us, "min_us": inf.min_us if inf else None, "max_us": inf.max_us if inf else None,
-            "std_us": inf.std_us if inf else None, "p5_us": inf.p5_us if inf else None,
-            "p95_us": inf.p95_us if inf else None, "warmup_avg_us": last.warmup_avg_us,
+            "format": last.format,
+            "count": inf.count if inf else None,
+            "avg_us": last.inference_avg_us,
+            "median_us": last.median_us,
+            "min_us": inf.min_us if inf else None,
+            "max_us": inf.max_us if inf else None,
+            "std_us": inf.std_us if inf else None,
+            "p5_us": inf.p5_us if inf else None,
+            "p95_us": inf.p95_us if inf else None,
+            "warmup_avg_us": last.warmup_avg_us,
             "model_size_mb": last.model_size_mb,
-            "delegates": "; ".join(f"{d.delegate}: {d.replaced_nodes}/{d.total_nodes} nodes" for d in last.delegates)
+            "delegates": "; ".join(
+                f"{d.delegate}: {d.replaced_nodes}/{d.total_nodes} nodes" for d in last.delegates
+            )
             or None,
         }
         if last.peak_memory_mb is not None:
-            memory = MemoryUse("peak_footprint", last.peak_memory_mb,
-                               "benchmark_model peak memory footprint (periodic monitoring)",
-                               {"init_mb": last.footprint_init_mb, "overall_mb": last.footprint_overall_mb})
+            memory = MemoryUse(
+                "peak_footprint",
+                last.peak_memory_mb,
+                "benchmark_model peak memory footprint (periodic monitoring)",
+                {"init_mb": last.footprint_init_mb, "overall_mb": last.footprint_overall_mb},
+            )
         else:
-            memory = MemoryUse("footprint_delta", last.footprint_overall_mb,
-                               "benchmark_model memory footprint delta since the tool started (ru_maxrss high-water)",
-                               {"init_mb": last.footprint_init_mb, "overall_mb": last.footprint_overall_mb})
+            memory = MemoryUse(
+                "footprint_delta",
+                last.footprint_overall_mb,
+                "benchmark_model memory footprint delta since the tool started (ru_maxrss high-water)",
+                {"init_mb": last.footprint_init_mb, "overall_mb": last.footprint_overall_mb},
+            )
         return Measurement(
             stats=summarize(medians, "repeats"),
             repeat_medians_us=medians,
-            runner_detail={"binary": self.local_binary, "binary_sha256": self.binary_sha, "format": last.format},
-            tool=tool, init_us=last.init_us, first_us=last.first_us, memory=memory, notes=notes,
+            runner_detail={
+                "binary": self.local_binary,
+                "binary_sha256": self.binary_sha,
+                "format": last.format,
+            },
+            tool=tool,
+            init_us=last.init_us,
+            first_us=last.first_us,
+            memory=memory,
+            notes=notes,
         )
 
 

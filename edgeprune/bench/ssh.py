@@ -16,7 +16,9 @@ from edgeprune.bench.proc import run_command
 from edgeprune.bench.transport import ShellResult, Transport, quote, split_rc, wrap_with_rc
 from edgeprune.errors import DeviceError
 
-_ADDRESS = re.compile(r"^(?:(?P<user>[^@\s:/]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^@\s:/\[\]]+)(?::(?P<port>\d{1,5}))?$")
+_ADDRESS = re.compile(
+    r"^(?:(?P<user>[^@\s:/]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^@\s:/\[\]]+)(?::(?P<port>\d{1,5}))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class SshAddress:
         m = _ADDRESS.match(text.strip())
         if m is None or m.group("host").startswith("-"):
             raise DeviceError(
-                f"'{text}' is not an ssh address", "write it as [user@]host[:port], e.g. pi@raspberrypi.local:22"
+                f"'{text}' is not an ssh address",
+                "write it as [user@]host[:port], e.g. pi@raspberrypi.local:22",
             )
         port = int(m.group("port")) if m.group("port") else None
         if port is not None and not 0 < port < 65536:
@@ -56,7 +59,9 @@ class SshOptions:
 def _sftp_quote(path: str) -> str:
     """sftp's batch parser takes double-quoted words with backslash escapes for `"`."""
     if any(c in path for c in '"\\\n\r') or any(c in path for c in "*?[]"):
-        raise DeviceError(f"the path {path!r} cannot be copied with sftp", "avoid quotes, backslashes and * ? [ ] in it")
+        raise DeviceError(
+            f"the path {path!r} cannot be copied with sftp", "avoid quotes, backslashes and * ? [ ] in it"
+        )
     return f'"{path}"'
 
 
@@ -87,14 +92,22 @@ class SshTransport(Transport):
         if self.opts.config_file:
             args += ["-F", self.opts.config_file]
         args += [
-            "-o", "BatchMode=yes",
-            "-o", f"ConnectTimeout={self.opts.connect_timeout}",
-            "-o", "ControlMaster=auto",
-            "-o", f"ControlPath={self._control_path()}",
-            "-o", "ControlPersist=300",
-            "-o", "ServerAliveInterval=5",
-            "-o", "ServerAliveCountMax=3",
-            "-o", "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={self.opts.connect_timeout}",
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={self._control_path()}",
+            "-o",
+            "ControlPersist=300",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=3",
+            "-o",
+            "LogLevel=ERROR",
         ]
         if self.address.port:
             args += ["-o", f"Port={self.address.port}"]
@@ -121,11 +134,18 @@ class SshTransport(Transport):
                 "connect once with `ssh` to accept the host key, or fix ~/.ssh/known_hosts",
             )
         if "connection refused" in low:
-            return DeviceError(f"{self.label}: connection refused", "is sshd running on the device, and is the port right?")
+            return DeviceError(
+                f"{self.label}: connection refused", "is sshd running on the device, and is the port right?"
+            )
         if "could not resolve hostname" in low or "name or service not known" in low:
-            return DeviceError(f"{self.label}: unknown host name ({text[-200:]})", "check the address or ~/.ssh/config")
+            return DeviceError(
+                f"{self.label}: unknown host name ({text[-200:]})", "check the address or ~/.ssh/config"
+            )
         if "timed out" in low or "no route to host" in low or "network is unreachable" in low:
-            return DeviceError(f"{self.label}: not reachable ({text[-200:]})", "check that the device is on and on the network")
+            return DeviceError(
+                f"{self.label}: not reachable ({text[-200:]})",
+                "check that the device is on and on the network",
+            )
         return DeviceError(f"{self.label}: {what} failed: {text[-300:] or 'ssh gave no message'}")
 
     def connect(self, timeout: float) -> None:
@@ -170,7 +190,9 @@ class SshTransport(Transport):
         if not pairs:
             return
         with tempfile.TemporaryDirectory(prefix="ep-get-") as stage:
-            commands = [f"get {_sftp_quote(src)} {_sftp_quote(f'{stage}/f{i}')}" for i, (src, _) in enumerate(pairs)]
+            commands = [
+                f"get {_sftp_quote(src)} {_sftp_quote(f'{stage}/f{i}')}" for i, (src, _) in enumerate(pairs)
+            ]
             self._sftp(commands, timeout)
             for i, (_, dst) in enumerate(pairs):
                 shutil.move(f"{stage}/f{i}", dst)
@@ -179,7 +201,9 @@ class SshTransport(Transport):
         if self._control_dir is None:
             return
         try:
-            run_command(["ssh", *self._common(), "-O", "exit", "--", self.address.host], 10, during_cancel=True)
+            run_command(
+                ["ssh", *self._common(), "-O", "exit", "--", self.address.host], 10, during_cancel=True
+            )
         except DeviceError:
             pass  # the master may already be gone; the folder is removed below either way
         shutil.rmtree(self._control_dir, ignore_errors=True)

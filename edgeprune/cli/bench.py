@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from edgeprune import progress
-from edgeprune.errors import DeviceError, EdgepruneError
+from edgeprune.errors import DeviceError
 
 
 class _LineTask(progress.Task):
@@ -68,11 +68,24 @@ def _binaries(values: tuple[str, ...]) -> dict[str, str]:
     return table
 
 
-_target_opt = click.option("--target", "-t", "targets", multiple=True, metavar="TARGET",
-                           help="local, adb:SERIAL, ssh:[user@]host[:port] or an inventory name; repeatable.")
-_inventory_opt = click.option("--inventory", type=click.Path(dir_okay=False), help="TOML file with [[device]] tables.")
-_binary_opt = click.option("--benchmark-model", "binaries", multiple=True, metavar="[ABI=]PATH",
-                           help="benchmark_model binary, per ABI (arm64-v8a, aarch64, x86_64...); repeatable.")
+_target_opt = click.option(
+    "--target",
+    "-t",
+    "targets",
+    multiple=True,
+    metavar="TARGET",
+    help="local, adb:SERIAL, ssh:[user@]host[:port] or an inventory name; repeatable.",
+)
+_inventory_opt = click.option(
+    "--inventory", type=click.Path(dir_okay=False), help="TOML file with [[device]] tables."
+)
+_binary_opt = click.option(
+    "--benchmark-model",
+    "binaries",
+    multiple=True,
+    metavar="[ABI=]PATH",
+    help="benchmark_model binary, per ABI (arm64-v8a, aarch64, x86_64...); repeatable.",
+)
 
 
 @click.command()
@@ -109,7 +122,9 @@ def devices(targets, inventory, binaries, as_json):
             click.echo(f"{i.name:<14} {i.target:<28} UNAVAILABLE  {i.error}")
             continue
         freqs = sorted({c.max_freq_khz for c in i.cores if c.max_freq_khz}, reverse=True)
-        cores = f"{len(i.cores)} cores" + (" @ " + "/".join(f"{f / 1e6:.2f}" for f in freqs) + " GHz" if freqs else "")
+        cores = f"{len(i.cores)} cores" + (
+            " @ " + "/".join(f"{f / 1e6:.2f}" for f in freqs) + " GHz" if freqs else ""
+        )
         temp = i.thermal.max_temp_c if i.thermal else None
         ident = " ".join(x for x in (i.manufacturer, i.model) if x) or "?"
         click.echo(
@@ -124,27 +139,74 @@ def devices(targets, inventory, binaries, as_json):
 @click.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path())
 @_target_opt
-@click.option("--threads", callback=_threads, metavar="N[,N...]", help="Thread counts, e.g. 1,4 [inventory, else 1].")
-@click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="At least this many timed runs.")
+@click.option(
+    "--threads", callback=_threads, metavar="N[,N...]", help="Thread counts, e.g. 1,4 [inventory, else 1]."
+)
+@click.option(
+    "--runs", default=50, show_default=True, type=click.IntRange(min=1), help="At least this many timed runs."
+)
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(min=0), help="Warm-up runs.")
-@click.option("--min-secs", default=1.0, show_default=True, type=click.FloatRange(min=0), help="And at least this long.")
-@click.option("--max-secs", default=150.0, show_default=True, type=click.FloatRange(min=0.001),
-              help="Stop timing after this long.")
-@click.option("--cooldown", default=0.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds of rest between runs on a device.")
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
-              help="benchmark_model invocations per measurement (its spread comes from these).")
+@click.option(
+    "--min-secs", default=1.0, show_default=True, type=click.FloatRange(min=0), help="And at least this long."
+)
+@click.option(
+    "--max-secs",
+    default=150.0,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Stop timing after this long.",
+)
+@click.option(
+    "--cooldown",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds of rest between runs on a device.",
+)
+@click.option(
+    "--repeats",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="benchmark_model invocations per measurement (its spread comes from these).",
+)
 @click.option("--runner", type=click.Choice(["python", "benchmark_model"]), help="[inventory, else python]")
-@click.option("--affinity", metavar="big|little|all|MASK", help="CPU affinity [inventory, else big on Android, all].")
+@click.option(
+    "--affinity",
+    metavar="big|little|prime|all|MASK",
+    help="CPU affinity [inventory, else big on Android, all].",
+)
 @click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate.")
-@click.option("--max-cv", default=0.10, show_default=True, type=click.FloatRange(min=0),
-              help="Flag results whose coefficient of variation is above this.")
+@click.option(
+    "--max-cv",
+    default=0.10,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Flag results whose coefficient of variation is above this.",
+)
 @_inventory_opt
 @_binary_opt
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder [runs/bench-DATE-TIME].")
 @click.option("--force", is_flag=True, help="Replace the results in an existing run folder.")
-def bench(models, targets, threads, runs, warmup, min_secs, max_secs, cooldown, repeats, runner, affinity, no_xnnpack,
-          max_cv, inventory, binaries, out, force):
+def bench(
+    models,
+    targets,
+    threads,
+    runs,
+    warmup,
+    min_secs,
+    max_secs,
+    cooldown,
+    repeats,
+    runner,
+    affinity,
+    no_xnnpack,
+    max_cv,
+    inventory,
+    binaries,
+    out,
+    force,
+):
     """Measure size and latency of .tflite MODELS on one or more devices.
 
     \b
@@ -157,11 +219,23 @@ def bench(models, targets, threads, runs, warmup, min_secs, max_secs, cooldown, 
     if affinity is not None:
         import re
 
-        if not re.fullmatch(r"big|little|all|(0x)?[0-9a-fA-F]+", affinity):
-            raise click.BadParameter(f"'{affinity}' is not big, little, all or a hex mask", param_hint="--affinity")
-    settings = BenchSettings(threads=threads, runs=runs, warmup=warmup, min_secs=min_secs, max_secs=max_secs,
-                             cooldown_s=cooldown, repeats=repeats, use_xnnpack=not no_xnnpack, max_cv=max_cv,
-                             runner=runner, affinity=affinity)
+        if not re.fullmatch(r"big|little|prime|all|(0x)?[0-9a-fA-F]+", affinity):
+            raise click.BadParameter(
+                f"'{affinity}' is not big, little, prime, all or a hex mask", param_hint="--affinity"
+            )
+    settings = BenchSettings(
+        threads=threads,
+        runs=runs,
+        warmup=warmup,
+        min_secs=min_secs,
+        max_secs=max_secs,
+        cooldown_s=cooldown,
+        repeats=repeats,
+        use_xnnpack=not no_xnnpack,
+        max_cv=max_cv,
+        runner=runner,
+        affinity=affinity,
+    )
     out_dir = Path(out) if out else Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     check_out_dir(out_dir, force, [Path(m) for m in models])  # fail before any device is touched
     inv = load_inventory(inventory) if inventory else None
@@ -175,7 +249,9 @@ def bench(models, targets, threads, runs, warmup, min_secs, max_secs, cooldown, 
         first = run.failures[0]
         raise DeviceError(
             f"{len(run.failures)} failure(s) on {', '.join(devices_failed)}; first: "
-            f"{first.reason.rstrip('.')}", f"results of the others are in {out_dir}")
+            f"{first.reason.rstrip('.')}",
+            f"results of the others are in {out_dir}",
+        )
     return 0
 
 
