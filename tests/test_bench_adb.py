@@ -1,0 +1,166 @@
+"""adb end to end: the real `adb` client and an isolated adb server (ANDROID_ADB_SERVER_PORT)
+talking over TCP to the adbd-protocol emulator in tests/adb_emulator.py. The emulator is a legacy
+device: no shell_v2 (exit codes lost), CRLF output, sync v1."""
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from adb_emulator import AdbEmulator, AdbServer
+from conftest import require_tool
+from edgeprune.bench import BenchRun, BenchSettings, bench_models, probe_devices
+from edgeprune.bench.adb import AdbTransport
+from edgeprune.bench.device import DeviceSession
+from edgeprune.bench.inventory import DeviceSpec
+
+TINY = Path(__file__).parent / "fixtures" / "bench_tiny.tflite"
+PROPS = {
+    "ro.product.model": "Pixel Test 7",
+    "ro.product.manufacturer": "Google",
+    "ro.soc.manufacturer": "Google",
+    "ro.soc.model": "Tensor G2",
+    "ro.product.cpu.abi": "arm64-v8a",
+    "ro.build.version.sdk": "33",
+    "ro.build.version.release": "13",
+}
+QUICK = BenchSettings(threads=[1, 2], runs=5, warmup=1, min_secs=0.05)
+
+
+@pytest.fixture(scope="module")
+def adb_path():
+    return require_tool("adb")
+
+
+@pytest.fixture(scope="module")
+def phone(adb_path):
+    with AdbEmulator(props=PROPS) as dev, AdbServer(dev, adb=adb_path) as srv:
+        yield dev, srv
+
+
+@pytest.fixture
+def adb_env(phone, monkeypatch):
+    """The harness's adb client talks to the test's own adb server."""
+    _, srv = phone
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(srv.port))
+    return srv.env
+
+
+def spec_for(dev, name="phone", **kw):
+    return DeviceSpec(name=name, kind="adb", address=dev.serial, python=sys.executable, **kw)
+
+
+def test_probe_reads_the_identity_from_getprop(phone, adb_env):
+    dev, _ = phone
+    (info,) = probe_devices([spec_for(dev)])
+    assert info.reachable and info.authorized, info.error
+    assert (info.manufacturer, info.model, info.soc) == ("Google", "Pixel Test 7", "Google Tensor G2")
+    assert (info.abi, info.android_sdk, info.os) == ("arm64-v8a", 33, "Android 13")
+    assert [c.max_freq_khz for c in info.cores] == [1800000] * 4 + [2400000] * 3 + [3000000]
+    assert info.thermal.thermal_status == 0 and info.thermal.max_temp_c == pytest.approx(35.0)
+    assert "python" in info.runners
+
+
+def test_rc_marker_and_crlf_on_a_legacy_device(phone, adb_env):
+    dev, _ = phone
+    t = AdbTransport(dev.serial)
+    t.connect(20)
+    r = t.shell("echo one; echo two; exit 3", 20)
+    assert r.returncode == 3  # adb itself exited 0: the code comes from the marker
+    assert r.stdout == "one\ntwo\n"  # the device sent CRLF
+    assert t.shell("true", 20).returncode == 0
+    assert t.run(["printf", "%s", "a b;echo pwned"], 20).stdout == "a b;echo pwned"
+
+
+def test_push_and_pull_keep_sha256(phone, adb_env, tmp_path):
+    dev, _ = phone
+    data = os.urandom(300_000) + b"\r\n\n\r" * 1000
+    src = tmp_path / "blob.bin"
+    src.write_bytes(data)
+    with DeviceSession(spec_for(dev)) as s:
+        s.probe()
+        s.open_folders()
+        remote = f"{s.run_dir}/blob copy;x.bin"
+        s.push_checked(src, remote)  # checks sha256 on the device
+        assert s.remote_sha256(remote) == hashlib.sha256(data).hexdigest()
+        back = tmp_path / "back.bin"
+        s.transport.pull([(remote, back)], 30)
+        assert hashlib.sha256(back.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert sorted(p.name for p in (dev.sandbox / "edgeprune").iterdir()) == ["cache"]
+
+
+def test_cli_bench_on_the_phone_with_the_python_runner(phone, adb_env, tmp_path, cli_run):
+    dev, _ = phone
+    inv = tmp_path / "devices.toml"
+    inv.write_text(
+        f'[[device]]\nname = "phone"\ntarget = "adb:{dev.serial}"\nrunner = "python"\n'
+        f'python = "{sys.executable}"\nthreads = [1, 4]\n'
+    )
+    out = tmp_path / "out"
+    r = cli_run(
+        "bench",
+        TINY,
+        "--inventory",
+        inv,
+        "--runs",
+        "5",
+        "--warmup",
+        "1",
+        "--min-secs",
+        "0.05",
+        "--out",
+        out,
+        env=adb_env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "[phone]" in r.stderr
+    run = BenchRun.load(out / "bench.json")
+    assert [x.threads for x in run.results] == [1, 4]
+    for res in run.results:
+        assert res.affinity == "big" and res.cpu_mask == "f0"  # big cores from cpuinfo_max_freq
+        assert res.stats.count == len(res.samples_us) >= 5 and res.stats.median_us > 0
+        assert res.thermal_before.thermal_status == 0 and res.thermal_before.governors["cpu7"] == "schedutil"
+    assert any(c.startswith("sh -c") or "taskset" in c for c in dev.commands)
+    assert any("taskset f0" in c for c in dev.commands)
+    assert sorted(p.name for p in (dev.sandbox / "edgeprune").iterdir()) == ["cache"]
+    r = cli_run("devices", env=adb_env)  # no --target: the host and every adb device
+    assert r.returncode == 0, r.stderr
+    assert f"adb:{dev.serial}" in r.stdout and "Pixel Test 7" in r.stdout
+
+
+def test_unauthorized_device_says_accept_the_prompt(adb_path, monkeypatch):
+    with (
+        AdbEmulator(props=PROPS, unauthorized=True) as dev,
+        AdbServer(dev, adb=adb_path, expect="unauthorized") as srv,
+    ):
+        monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(srv.port))
+        (info,) = probe_devices([spec_for(dev)])
+        assert info.reachable and not info.authorized
+        assert "unauthorized" in info.error and "accept" in info.error and "prompt" in info.error
+        run = bench_models([TINY], [spec_for(dev)], QUICK)
+        assert not run.results and "accept" in run.failures[0].reason
+
+
+def test_a_device_vanishing_mid_run_fails_alone(adb_path, monkeypatch):
+    with (
+        AdbEmulator(props=PROPS, vanish_on="litert_runner.py", vanish_delay_s=1.0) as bad,
+        AdbEmulator(props={**PROPS, "ro.product.model": "Steady"}) as good,
+        AdbServer(bad, adb=adb_path) as srv,
+    ):
+        srv.connect(good.serial)
+        monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(srv.port))
+        t0 = time.monotonic()
+        run = bench_models(
+            [TINY],
+            [spec_for(bad, "flaky"), spec_for(good, "steady")],
+            BenchSettings(threads=[1], runs=5, warmup=1, min_secs=4),
+        )
+        assert time.monotonic() - t0 < 60  # no hang
+        assert [r.device for r in run.results] == ["steady"]
+        reasons = [f.reason for f in run.failures if f.device == "flaky"]
+        assert reasons and "went away" in reasons[0], run.failures
+        assert all(f.device == "flaky" for f in run.failures)
+        assert [d.reachable for d in run.devices] == [True, True]
