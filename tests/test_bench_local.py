@@ -137,3 +137,25 @@ def test_benchmark_model_runner_without_a_binary_names_the_fix(tmp_path):
     (f,) = run.failures
     assert "no benchmark_model binary for ABI" in f.reason and "--benchmark-model" in f.reason
     assert not run.results
+
+
+def test_a_device_held_by_another_run_is_reported_busy_and_a_dead_owner_is_taken_over(tmp_path):
+    work = tmp_path / "device"
+    inv = tmp_path / "inv.toml"
+    inv.write_text(f'[[device]]\nname = "host"\ntarget = "local"\nworkdir = "{work}"\n')
+    (work / ".lock").mkdir(parents=True)
+    (work / ".lock" / "owner").write_text("build-box-7 4242 20260101-000000-abcdef\n")
+    s = BenchSettings(runs=3, warmup=0, min_secs=0.01, lock_wait_s=0.5)
+    run = bench_models([TINY], ["host"], s, inv)
+    (f,) = run.failures
+    assert "busy with another edgeprune run (build-box-7 4242" in f.reason and ".lock" in f.reason
+    assert (work / ".lock" / "owner").exists()  # someone else's lock is left alone
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    import socket
+
+    (work / ".lock" / "owner").write_text(f"{socket.gethostname()} {dead.pid} 20260101-000000-abcdef\n")
+    run = bench_models([TINY], ["host"], s, inv)
+    assert not run.failures and run.results
+    assert sorted(p.name for p in work.iterdir()) == ["cache"]  # lock released, run folder gone

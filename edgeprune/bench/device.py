@@ -8,11 +8,13 @@ import hashlib
 import os
 import re
 import secrets
+import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from edgeprune.bench import proc
 from edgeprune.bench.inventory import DeviceSpec
 from edgeprune.bench.results import CpuCore, DeviceInfo, ThermalState
 from edgeprune.bench.transport import join_argv, quote
@@ -60,6 +62,20 @@ _RUNTIME_PROBE = (
 )
 
 _GETPROP = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")
+
+
+def _dead_local_owner(owner: str) -> bool:
+    """True when a lock's owner line names a process of this host that no longer exists."""
+    parts = owner.split()
+    if len(parts) < 2 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
 
 
 def sha256_file(path: Path) -> str:
@@ -159,6 +175,7 @@ class DeviceSession:
         self.has_sha256sum = False
         self.cores: list[CpuCore] = []
         self._tracked = 0
+        self.lock_path: str | None = None
 
     @property
     def label(self) -> str:
@@ -179,7 +196,10 @@ class DeviceSession:
 
     def close(self) -> None:
         try:
-            self.remove_run_dir()
+            try:
+                self.remove_run_dir()
+            finally:
+                self.release_lock()
         finally:
             self.transport.close()
 
@@ -314,6 +334,39 @@ class DeviceSession:
         run_dir = f"{base}/run-{self.run_id}"
         self.transport.run(["mkdir", run_dir], PROBE_TIMEOUT).check(self.label, "creating the run folder")
         self.run_dir = run_dir
+
+    def acquire_lock(self, wait_s: float) -> None:
+        """Takes the device: an atomic `mkdir BASE/.lock` holding the owner (host, pid, run). Waits
+        up to `wait_s` for another run to finish; a lock left by a dead process of this host is
+        taken over. Released by close()."""
+        if self.base is None:
+            raise RuntimeError("open_folders() first")
+        lock = f"{self.base}/.lock"
+        owner = f"{socket.gethostname()} {os.getpid()} {self.run_id}"
+        take = f"mkdir {quote(lock)} 2>/dev/null && printf '%s\\n' {quote(owner)} > {quote(lock + '/owner')}"
+        deadline = time.monotonic() + wait_s
+        while True:
+            if self.transport.shell(take, PROBE_TIMEOUT).returncode == 0:
+                self.lock_path = lock
+                return
+            held = self.transport.shell(f"cat {quote(lock + '/owner')} 2>/dev/null", PROBE_TIMEOUT).stdout.strip()
+            if _dead_local_owner(held):
+                self.transport.run(["rm", "-rf", lock], PROBE_TIMEOUT).check(self.label, "removing a stale lock")
+                continue
+            if time.monotonic() >= deadline:
+                raise DeviceError(
+                    f"{self.label}: the device is busy with another edgeprune run ({held or 'owner unknown'})",
+                    f"wait for it to finish, or remove {lock} on the device if no run is going",
+                )
+            proc.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+    def release_lock(self) -> None:
+        if self.lock_path is None:
+            return
+        lock, self.lock_path = self.lock_path, None
+        self.transport.run(["rm", "-rf", lock], PROBE_TIMEOUT, during_cancel=True).check(
+            self.label, "releasing the device lock"
+        )
 
     @property
     def cache_dir(self) -> str:

@@ -162,6 +162,8 @@ def _bench_device(
                 task.advance(0, "probing")
                 info = session.probe()
                 session.open_folders()
+                task.advance(0, "taking the device")
+                session.acquire_lock(settings.lock_wait_s)
                 runner = make_runner(settings.runner or spec.runner or "python")
                 task.advance(0, f"preparing the {runner.name} runner")
                 runner.prepare(session)

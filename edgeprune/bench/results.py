@@ -186,6 +186,7 @@ class BenchSettings(_Plain):
     seed: int = 0
     runner: str | None = None
     affinity: str | None = None
+    lock_wait_s: float = 600.0
 
     def __post_init__(self):
         from edgeprune.errors import EdgepruneError
