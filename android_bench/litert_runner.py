@@ -194,6 +194,12 @@ def main(argv=None):
         print(json.dumps({"error": f"model file not found: {args.model}"}))
         return 2
     try:
+        import numpy  # noqa: F401  (every runtime needs it; say so before a runtime fails on it)
+    except ImportError:
+        print(json.dumps({"error": "numpy is missing on this machine; install it with: "
+                                   "python3 -m pip install ai-edge-litert (which brings numpy)"}))
+        return 3
+    try:
         result = measure(args.model, args.threads, args.runs, args.warmup, args.min_secs, args.max_secs,
                          not args.no_xnnpack, args.seed)
     except RunnerError as e:
