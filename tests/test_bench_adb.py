@@ -164,3 +164,38 @@ def test_a_device_vanishing_mid_run_fails_alone(adb_path, monkeypatch):
         assert reasons and "went away" in reasons[0], run.failures
         assert all(f.device == "flaky" for f in run.failures)
         assert [d.reachable for d in run.devices] == [True, True]
+
+
+FAKE_BM = r"""#!/bin/sh
+# stands in for a user's benchmark_model binary: records its flags, prints a recorded output
+echo "$@" >> "$(dirname "$0")/../argv.log"
+cat {fixture}
+"""
+
+
+def test_benchmark_model_is_pushed_once_and_run_on_big_cores(phone, adb_env, tmp_path):
+    dev, _ = phone
+    binary = tmp_path / "android_aarch64_benchmark_model"
+    fixture = Path(__file__).parent / "fixtures" / "benchmark_model" / "tflite_info.txt"
+    binary.write_text(FAKE_BM.format(fixture=fixture))
+    spec = DeviceSpec(name="phone", kind="adb", address=dev.serial, runner="benchmark_model")
+    s = BenchSettings(threads=[4], runs=10, warmup=2, repeats=2)
+    run = bench_models([TINY], [spec], s, benchmark_model={"arm64-v8a": str(binary)})
+    assert not run.failures, run.failures
+    (res,) = run.results
+    assert res.repeat_medians_us == [105718.0, 105718.0] and res.memory.kind == "footprint_delta"
+    assert res.cpu_mask == "f0" and any("taskset f0" in c for c in dev.commands)
+    pushes = sum(1 for c in dev.commands if "benchmark_model" in c and "chmod" in c)
+    run2 = bench_models([TINY], [spec], s, benchmark_model={"arm64-v8a": str(binary)})
+    assert not run2.failures
+    assert sum(1 for c in dev.commands if "benchmark_model" in c and "chmod" in c) == pushes == 1
+    flags = (dev.sandbox / "edgeprune" / "argv.log").read_text().splitlines()[0].split()
+    assert "--num_threads=4" in flags and "--num_runs=10" in flags and "--warmup_runs=2" in flags
+
+
+def test_a_phone_without_python_is_told_to_use_benchmark_model(phone, adb_env):
+    dev, _ = phone
+    spec = DeviceSpec(name="phone", kind="adb", address=dev.serial, python="/system/bin/python3-absent")
+    run = bench_models([TINY], [spec], QUICK)
+    (f,) = run.failures
+    assert "does not run on the device" in f.reason and "--runner benchmark_model" in f.reason

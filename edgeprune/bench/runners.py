@@ -104,9 +104,14 @@ class PythonRunner(Runner):
         if info is None:
             raise RuntimeError("probe the device first")
         if info.python_version is None:
+            hint = (
+                "phones rarely run Python from adb shell: use --runner benchmark_model with "
+                "--benchmark-model arm64-v8a=PATH, or set python to Termux's interpreter in the inventory"
+                if session.spec.kind == "adb"
+                else 'install Python 3 there, or set python = "/path/to/python3" for this device in the inventory'
+            )
             raise DeviceError(
-                f"{session.label}: the Python interpreter '{session.python}' does not run on the device",
-                'install Python 3 there, or set python = "/path/to/python3" for this device in the inventory',
+                f"{session.label}: the Python interpreter '{session.python}' does not run on the device", hint
             )
         if not info.runtimes:
             raise DeviceError(
