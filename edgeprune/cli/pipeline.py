@@ -1,0 +1,348 @@
+"""`edgeprune run` and the pipeline's steps on their own: prune, quantize, export, eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgeprune.cli._progress import install as install_progress
+
+
+def _csv_ints(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers, e.g. 1,2") from None
+    if not out or any(v < 1 for v in out):
+        raise click.BadParameter(f"{value!r}: thread counts must be 1 or more")
+    return out
+
+
+data_options = [
+    click.option("--data", "data_spec", default="fashion_mnist", show_default=True,
+                 help="fashion_mnist, a .npz file (x_train, y_train, x_test, y_test) or an image folder."),
+    click.option("--normalization", type=click.Choice(["0_1", "-1_1", "none"]), default="0_1", show_default=True),
+    click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Use at most N training images."),
+    click.option("--test-limit", type=click.IntRange(min=1), default=None, help="Use at most N test images."),
+]
+
+
+def with_data_options(f):
+    for opt in reversed(data_options):
+        f = opt(f)
+    return f
+
+
+def _load_data(model, data_spec, normalization, train_limit, test_limit):
+    from edgeprune.data import fit_to_model, load_dataset
+    from edgeprune.models import io_shape
+
+    if data_spec == "fashion_mnist":
+        raw = load_dataset("fashion_mnist")
+    elif Path(data_spec).is_dir():
+        raw = load_dataset("image_folder", data_spec)
+    else:
+        raw = load_dataset("npz", data_spec)
+    shape, n_out = io_shape(model)
+    return fit_to_model(raw, shape, n_out, normalization, train_limit=train_limit, test_limit=test_limit)
+
+
+def _load_keras(path):
+    from edgeprune.models import load_model
+
+    return load_model(path)[0]
+
+
+@click.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder [default: runs/<recipe name>].")
+@click.option("--force", is_flag=True, help="Replace a run already in --out.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. --set baseline.epochs=1 --set variant.fine_tune_epochs=0.5 "
+                   "--set variant.int8.quantize=pqat. Repeatable.")
+@click.option("--variants", default=None, help="Run only these variants (comma-separated names).")
+@click.option("--threads", callback=_csv_ints, default=None, help="Host thread counts, e.g. 1,2.")
+@click.option("--epochs", type=click.FloatRange(min=0), default=None, help="Baseline training epochs.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of the table.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def run(recipe, out, force, overrides, variants, threads, epochs, as_json, quiet):
+    """Run the whole pipeline of RECIPE: baseline, every variant, verified exports, a report."""
+    install_progress(quiet)
+    from edgeprune import pipeline
+    from edgeprune import recipe as recipe_mod
+    from edgeprune.report.run import terminal_summary
+
+    extra = list(overrides)
+    if threads:
+        extra.append(f"bench.threads={json.dumps(threads)}")
+    if epochs is not None:
+        extra.append(f"baseline.epochs={epochs}")
+    r = recipe_mod.load(recipe, extra)
+    only = [v.strip() for v in variants.split(",")] if variants else None
+    if only:
+        for name in only:
+            r.variant(name)
+    out = out or Path("runs") / r.name
+    report = pipeline.run(r, out, force=force, only=only)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(terminal_summary(report))
+        click.echo(f"\nRun folder: {out}  (report.md, report.json, tflite/*.tflite)")
+    failed = pipeline.failed_variants(report)
+    if failed:
+        click.echo(f"error: {len(failed)} variant(s) failed: {', '.join(failed)} (reasons in {out}/report.md)",
+                   err=True)
+        return 1
+    return 0
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--method", type=click.Choice(["unstructured", "2:4", "channels"]), required=True)
+@click.option("--sparsity", type=float, default=0.5, show_default=True, help="Target zero fraction (unstructured).")
+@click.option("--schedule", type=click.Choice(["constant", "polynomial"]), default="constant", show_default=True)
+@click.option("--frequency", type=click.IntRange(min=1), default=None, help="Mask update every N steps.")
+@click.option("--skip", multiple=True, help="Regex of layer names to leave dense [default: first conv and classifier].")
+@click.option("--epochs", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Fine-tune epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--learning-rate", type=float, default=5e-4, show_default=True)
+@click.option("--ratio", type=float, default=None, help="Channels: fraction of channels to remove.")
+@click.option("--criterion", type=click.Choice(["l1", "l2", "bn_gamma", "taylor"]), default="l2", show_default=True)
+@click.option("--round-to", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--allocation", type=click.Choice(["uniform", "global"]), default="uniform", show_default=True)
+@click.option("--latency-ms", type=float, default=None, help="Channels: prune until host latency is at most this.")
+@click.option("--macs-target", type=float, default=None, help="Channels: keep this fraction of the MACs.")
+@click.option("--protect", multiple=True, help="Channels: regex of layers whose channels are kept.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The pruned model (.keras).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@with_data_options
+@click.option("--quiet", "-q", is_flag=True)
+def prune(model, method, sparsity, schedule, frequency, skip, epochs, batch_size, learning_rate, ratio, criterion,
+          round_to, allocation, latency_ms, macs_target, protect, out, force, data_spec, normalization,
+          train_limit, test_limit, quiet):
+    """Prune MODEL (.keras/.h5/SavedModel) and fine-tune it; write the pruned Keras model."""
+    install_progress(quiet)
+    from edgeprune.errors import RecipeError
+    from edgeprune.runfolder import check_output_file, write_json_atomic
+
+    check_output_file(out, [model], force)
+    if out.suffix != ".keras":
+        raise RecipeError(f"--out {out} must end in .keras", "name the output model file.keras")
+    keras_model = _load_keras(model)
+    ds = _load_data(keras_model, data_spec, normalization, train_limit, test_limit)
+    if method == "channels":
+        from edgeprune.channels import ChannelConfig, prune_channels
+        from edgeprune.train import compile_classifier, fit
+
+        if ratio is None and latency_ms is None and macs_target is None:
+            raise RecipeError("--method channels needs a budget", "pass --ratio 0.3, --macs-target or --latency-ms")
+
+        def fine_tune(m, ep):
+            compile_classifier(m, learning_rate)
+            fit(m, ds.x_train, ds.y_train, ep, batch_size, "channel recovery")
+            return m
+
+        cfg = ChannelConfig(ratio=ratio if ratio is not None else 0.0, criterion=criterion, round_to=round_to,
+                            allocation=allocation, protect=list(protect), macs_target=macs_target,
+                            latency_ms=latency_ms)
+        n = min(512, len(ds.x_train))
+        result = prune_channels(keras_model, cfg, data=(ds.x_train[:n], ds.y_train[:n]), fine_tune=fine_tune)
+        pruned = result.model
+        if epochs > 0:
+            pruned = fine_tune(pruned, epochs)
+        _save_keras(pruned, out)
+        plan = out.with_suffix(".plan.json")
+        result.plan.save(plan)
+        click.echo(f"channels: parameters {result.params_before:,} -> {result.params_after:,}, MACs "
+                   f"{result.macs_before:,} -> {result.macs_after:,}")
+        click.echo(f"wrote {out} and the plan {plan}")
+        return 0
+    from edgeprune import sparsity as sp
+    from edgeprune.report.run import table
+
+    pruned, report = sp.prune(keras_model, method, ds.x_train, ds.y_train, schedule=schedule, target=sparsity,
+                              frequency=frequency, skip_patterns=list(skip) or None, epochs=epochs,
+                              batch_size=batch_size, learning_rate=learning_rate)
+    _save_keras(pruned, out)
+    write_json_atomic(out.with_suffix(".sparsity.json"), report.to_dict())
+    rows = [[lay.name, lay.kind, f"{lay.weights:,}", f"{lay.sparsity:.1%}", lay.reason or "pruned"]
+            for lay in report.layers]
+    click.echo(table(["layer", "kind", "weights", "zeros", "note"], rows))
+    click.echo(f"{method}: targeted layers {report.targeted_sparsity:.1%} zero, all kernels "
+               f"{report.overall_sparsity:.1%}" + (" (2:4 pattern verified)" if report.m_by_n_ok else ""))
+    click.echo(f"wrote {out}")
+    return 0
+
+
+def _save_keras(model, out: Path):
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--mode", type=click.Choice(["float32", "float16", "dynamic", "int8", "pqat", "qat"]), required=True)
+@click.option("--epochs", type=click.FloatRange(min=0), default=0.5, show_default=True, help="QAT fine-tune epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-4, show_default=True)
+@click.option("--sparse/--no-sparse", default=None, help="Sparse tensor encoding [default: chosen by measured bytes].")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .tflite file.")
+@click.option("--force", is_flag=True)
+@with_data_options
+@click.option("--quiet", "-q", is_flag=True)
+def quantize(model, mode, epochs, batch_size, learning_rate, sparse, out, force, data_spec, normalization,
+             train_limit, test_limit, quiet):
+    """Quantize MODEL and write a verified .tflite (PTQ through the converter, or (P)QAT fine-tuning)."""
+    install_progress(quiet)
+    from edgeprune import export as ex
+    from edgeprune import quantize as q
+    from edgeprune.data import representative_set
+    from edgeprune.pipeline import _sparse_choice
+    from edgeprune.runfolder import check_output_file
+
+    check_output_file(out, [model], force)
+    keras_model = _load_keras(model)
+    ds = _load_data(keras_model, data_spec, normalization, train_limit, test_limit)
+    if mode in ("pqat", "qat"):
+        qat = q.quantize_aware(keras_model, ds.x_train, ds.y_train, preserve_sparsity=(mode == "pqat"),
+                               epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+        content = ex.convert(qat, "qat")
+    elif mode == "int8":
+        content = ex.convert(keras_model, "int8", representative=representative_set(ds))
+    else:
+        setting = "auto" if sparse is None else ("on" if sparse else "off")
+        content, _ = _sparse_choice(keras_model, mode, setting, True)
+    _verify_and_write(content, ds, keras_model if mode == "float32" else None, out)
+    return 0
+
+
+def _verify_and_write(content, ds, keras_model, out):
+    from edgeprune import export as ex
+    from edgeprune.errors import PruningError
+    from edgeprune.train import predict
+
+    import numpy as np
+
+    base_top1 = np.argmax(predict(keras_model, ds.x_test), axis=-1) if keras_model is not None else None
+    v = ex.verify(content, ds.x_test, ds.y_test, base_top1, keras_model=keras_model, float32=keras_model is not None)
+    if not v.ok:
+        raise PruningError(f"the export failed verification: {'; '.join(v.failures)}", "nothing was written")
+    ex.write_atomic(out, content)
+    msg = f"wrote {out}: {len(content):,} bytes (gzip {ex.gzip_size(content):,}), accuracy through LiteRT {v.accuracy:.1%}"
+    if v.max_abs_diff_vs_keras is not None:
+        msg += f", max |diff| vs Keras {v.max_abs_diff_vs_keras:.1e}"
+    click.echo(msg)
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="A .tflite file, or a .keras file with --keras3.")
+@click.option("--mode", type=click.Choice(["float32", "float16", "dynamic"]), default="float32", show_default=True)
+@click.option("--keras3", "to_keras3", is_flag=True, help="Write a Keras 3 .keras file instead of .tflite.")
+@click.option("--force", is_flag=True)
+@click.option("--verify-data", "data_spec", default=None,
+              help="Verify accuracy on this dataset too (fashion_mnist, .npz or folder).")
+@click.option("--quiet", "-q", is_flag=True)
+def export(model, out, mode, to_keras3, force, data_spec, quiet):
+    """Export MODEL to .tflite (verified to run and, for float32, to match Keras), or to Keras 3."""
+    install_progress(quiet)
+    import numpy as np
+
+    from edgeprune import export as ex
+    from edgeprune.runfolder import check_output_file
+
+    check_output_file(out, [model], force)
+    keras_model = _load_keras(model)
+    if to_keras3:
+        from edgeprune.keras3 import save_keras3
+
+        check = save_keras3(keras_model, out)
+        click.echo(f"wrote {out} (Keras 3); max |diff| vs tf_keras {check['max_abs_diff']:.1e} "
+                   f"(tolerance {check['tolerance']:.0e})")
+        return 0
+    content = ex.convert(keras_model, mode)
+    if data_spec:
+        ds = _load_data(keras_model, data_spec, "0_1", None, None)
+        _verify_and_write(content, ds, keras_model if mode == "float32" else None, out)
+        return 0
+    shape = [int(d) if d else 1 for d in keras_model.inputs[0].shape[1:]]
+    x = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
+    v = ex.verify(content, x, np.zeros(len(x), np.int64), None, keras_model=keras_model if mode == "float32" else None,
+                  float32=mode == "float32")
+    if not v.ok:
+        from edgeprune.errors import PruningError
+
+        raise PruningError(f"the export failed verification: {'; '.join(v.failures)}", "nothing was written")
+    ex.write_atomic(out, content)
+    extra = f", max |diff| vs Keras {v.max_abs_diff_vs_keras:.1e}" if v.max_abs_diff_vs_keras is not None else ""
+    click.echo(f"wrote {out}: {len(content):,} bytes (gzip {ex.gzip_size(content):,}){extra}")
+    return 0
+
+
+@click.command(name="eval")
+@click.argument("model", type=click.Path(path_type=Path))
+@with_data_options
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+def eval_(model, data_spec, normalization, train_limit, test_limit, threads, as_json, quiet):
+    """Measure MODEL's top-1 accuracy (a .tflite through LiteRT, or a Keras model) and host latency."""
+    install_progress(quiet)
+    import numpy as np
+
+    from edgeprune import export as ex
+    from edgeprune import tflite_file
+    from edgeprune.data import fit_to_model, load_dataset
+
+    result = {"model": str(model)}
+    if model.suffix == ".tflite":
+        info = tflite_file.read(model)
+        content = model.read_bytes()
+        tin = info.tensors[info.inputs[0]]
+        tout = info.tensors[info.outputs[0]]
+        raw = load_dataset("fashion_mnist") if data_spec == "fashion_mnist" else \
+            load_dataset("image_folder" if Path(data_spec).is_dir() else "npz", data_spec)
+        ds = fit_to_model(raw, tin.shape[1:], tout.shape[-1], normalization, train_limit=train_limit,
+                          test_limit=test_limit)
+        v = ex.verify(content, ds.x_test, ds.y_test, threads=threads)
+        if not v.runs_in_default_interpreter:
+            from edgeprune.errors import InputFileError
+
+            raise InputFileError(f"{model} {v.failures[0]}", "re-export it (see `edgeprune inspect`)")
+        from android_bench.litert_runner import measure
+
+        lat = measure(str(model), threads=threads, runs=50, warmup=5, min_secs=0.5)["summary"]
+        result.update(accuracy=v.accuracy, samples=v.samples, bytes=len(content), gzip_bytes=ex.gzip_size(content),
+                      threads=threads, median_ms=lat["median_us"] / 1e3, p90_ms=lat["p90_us"] / 1e3,
+                      runs=lat["count"])
+        text = (f"{model}: accuracy through LiteRT {v.accuracy:.2%} on {v.samples} images; "
+                f"{len(content):,} bytes (gzip {result['gzip_bytes']:,}); host latency median "
+                f"{result['median_ms']:.3f} ms, p90 {result['p90_ms']:.3f} ms ({lat['count']} runs, {threads} thread(s))")
+    else:
+        from edgeprune.train import keras_accuracy
+
+        keras_model = _load_keras(model)
+        ds = _load_data(keras_model, data_spec, normalization, train_limit, test_limit)
+        acc = keras_accuracy(keras_model, ds.x_test, ds.y_test)
+        result.update(accuracy=acc, samples=int(len(ds.x_test)), params=int(keras_model.count_params()))
+        text = f"{model}: Keras accuracy {acc:.2%} on {len(ds.x_test)} images; {result['params']:,} parameters"
+        _ = np
+    click.echo(json.dumps(result, indent=2) if as_json else text)
+    return 0

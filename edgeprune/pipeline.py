@@ -1,0 +1,337 @@
+"""The whole pipeline for one recipe: baseline (trained or cached), then every variant through
+channel pruning, TF-MOT sparsity, quantization and export, each export verified through LiteRT
+and timed on the host, all written to one run folder with report.json and report.md."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune import export as export_mod
+from edgeprune import progress, tflite_file
+from edgeprune.data import Dataset, fit_to_model, load_dataset, representative_set
+from edgeprune.errors import EdgepruneError
+from edgeprune.models import ModelSource, build_builtin, count_params, io_shape, load_model
+from edgeprune.recipe import Recipe, VariantSpec
+from edgeprune.runfolder import RunFolder, write_json_atomic, write_text_atomic
+
+REPORT_SCHEMA = "edgeprune.run"
+REPORT_VERSION = 1
+CACHE_DIR = Path(os.environ.get("EDGEPRUNE_CACHE_DIR", Path.home() / ".cache" / "edgeprune"))
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("edgeprune", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "system": platform.system(), "release": platform.release(),
+            "machine": platform.machine(), "cpu": cpu, "cores": os.cpu_count()}
+
+
+@dataclass
+class Context:
+    recipe: Recipe
+    data: Dataset
+    baseline: object
+    baseline_top1: np.ndarray
+    representative: np.ndarray
+    strategy: object
+    out: Path
+
+
+# ---------------------------------------------------------------- baseline
+
+def _baseline_key(recipe: Recipe, epochs: float) -> str:
+    spec = {"model": recipe.model.__dict__, "data": recipe.data.__dict__, "train": recipe.baseline.__dict__,
+            "epochs": epochs, "seed": recipe.seed, "versions": versions()}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepare_baseline(recipe: Recipe, strategy):
+    """Returns (model, ModelSource, Dataset shaped for it, baseline info dict)."""
+    from edgeprune._tf import keras
+    from edgeprune.train import clone_in_scope, compile_classifier, fit, keras_accuracy
+
+    if recipe.model.path:
+        model, source = load_model(recipe.model.path)
+        default_epochs = 0.0
+    else:
+        model = build_builtin(recipe.model.architecture, recipe.model.input_shape, recipe.model.classes,
+                              recipe.model.alpha, recipe.model.bn_momentum, recipe.model.dropout, recipe.seed)
+        source = ModelSource("builtin", architecture=recipe.model.architecture,
+                             details={"alpha": recipe.model.alpha, "input_shape": recipe.model.input_shape,
+                                      "classes": recipe.model.classes})
+        default_epochs = 3.0
+    in_shape, n_out = io_shape(model)
+    raw = load_dataset(recipe.data.kind, recipe.data.path)
+    ds = fit_to_model(raw, in_shape, n_out, recipe.data.normalization, recipe.data.mean, recipe.data.std,
+                      recipe.data.train_limit, recipe.data.test_limit, recipe.seed)
+    epochs = recipe.baseline.epochs if recipe.baseline.epochs is not None else default_epochs
+    info = {"epochs": epochs, "cached": False, "trained": epochs > 0}
+    if epochs > 0:
+        key = _baseline_key(recipe, epochs)
+        cached = CACHE_DIR / "baselines" / key / "model.keras"
+        if recipe.baseline.cache and cached.is_file():
+            model = keras.models.load_model(cached, compile=False)
+            info.update(cached=True, cache_path=str(cached))
+            progress.log(f"baseline: reusing the cached model {cached}")
+        else:
+            keras.utils.set_random_seed(recipe.seed)
+            model = clone_in_scope(model, strategy)
+            with strategy.scope():
+                compile_classifier(model, recipe.baseline.learning_rate, recipe.baseline.optimizer)
+            t = time.perf_counter()
+            fit(model, ds.x_train, ds.y_train, epochs, recipe.baseline.batch_size, "baseline training",
+                seed=recipe.seed, strategy=strategy)
+            info["train_seconds"] = round(time.perf_counter() - t, 1)
+            if recipe.baseline.cache:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_name(f".model.{os.getpid()}.keras")
+                model.save(tmp)
+                os.replace(tmp, cached)
+                info["cache_path"] = str(cached)
+    info["keras_accuracy"] = keras_accuracy(model, ds.x_test, ds.y_test)
+    return model, source, ds, info
+
+
+# ---------------------------------------------------------------- variants
+
+def _host_latency(path: Path, recipe: Recipe) -> list[dict]:
+    from android_bench.litert_runner import RunnerError, measure
+
+    rows = []
+    for threads in recipe.bench.threads:
+        try:
+            r = measure(str(path), threads=threads, runs=recipe.bench.runs, warmup=recipe.bench.warmup,
+                        min_secs=recipe.bench.min_secs)
+        except RunnerError as e:
+            rows.append({"target": "local", "threads": threads, "error": str(e)})
+            continue
+        s = r["summary"]
+        rows.append({"target": "local", "threads": threads, "runs": s["count"], "median_ms": s["median_us"] / 1e3,
+                     "p5_ms": s["p5_us"] / 1e3, "p90_ms": s["p90_us"] / 1e3, "p95_ms": s["p95_us"] / 1e3,
+                     "mean_ms": s["mean_us"] / 1e3, "cv": s["cv"], "runtime": f"{r['runtime']} {r['runtime_version']}",
+                     "xnnpack": r["xnnpack"], "peak_rss_mb": r["memory"]["peak_rss_mb"]})
+    return rows
+
+
+def _sparse_choice(model, mode: str, setting: str, has_zeros: bool) -> tuple[bytes, dict]:
+    """float32/float16: convert with and without EXPERIMENTAL_SPARSITY and keep the smaller one that
+    runs in the default interpreter. int8/dynamic sparse files fail under XNNPACK: never chosen."""
+    dense = export_mod.convert(model, mode)
+    info = {"setting": setting, "dense_bytes": len(dense), "sparse_bytes": None, "chosen": "dense", "why": ""}
+    if setting == "off":
+        info["why"] = "sparse_encoding = off"
+        return dense, info
+    if mode not in ("float32", "float16"):
+        info["why"] = f"sparse encoding of {mode} weights does not run under XNNPACK"
+        return dense, info
+    if setting == "auto" and not has_zeros:
+        info["why"] = "no pruned weights"
+        return dense, info
+    sparse = export_mod.convert(model, mode, sparse=True)
+    info["sparse_bytes"] = len(sparse)
+    try:
+        export_mod.TFLiteModel(sparse).predict(np.zeros((1, *model.inputs[0].shape[1:]), np.float32))
+        runs = True
+    except (ValueError, RuntimeError):
+        runs = False
+    if setting == "on" or (runs and len(sparse) < len(dense)):
+        info["chosen"] = "sparse"
+        info["why"] = "forced" if setting == "on" else f"{len(dense) - len(sparse)} bytes smaller and runs"
+        return sparse, info
+    info["why"] = "does not run in the default interpreter" if not runs else "not smaller"
+    return dense, info
+
+
+def run_variant(ctx: Context, v: VariantSpec) -> dict:
+    from edgeprune import quantize, sparsity
+    from edgeprune.train import compile_classifier, fit, keras_accuracy
+
+    r = ctx.recipe
+    row: dict = {"name": v.name, "spec": v.__dict__.copy(), "status": "ok", "failures": []}
+    t0 = time.perf_counter()
+    model = ctx.baseline
+    x, y = ctx.data.x_train, ctx.data.y_train
+    if v.channels:
+        from edgeprune.channels import ChannelConfig, prune_channels
+
+        def fine_tune(m, epochs):
+            with ctx.strategy.scope():
+                compile_classifier(m, v.learning_rate)
+            fit(m, x, y, epochs, r.fine_tune_batch_size, f"{v.name}: channel recovery", seed=r.seed,
+                strategy=ctx.strategy)
+            return m
+
+        cfg = ChannelConfig(**v.channels)
+        n = min(len(x), 512)
+        result = prune_channels(model, cfg, data=(x[:n], y[:n]), fine_tune=fine_tune)
+        model = result.model
+        row["channels"] = {"layers": result.layers, "params_before": result.params_before,
+                           "params_after": result.params_after, "macs_before": result.macs_before,
+                           "macs_after": result.macs_after, "config": cfg.__dict__ if hasattr(cfg, "__dict__") else {}}
+        plan_path = ctx.out / "variants" / v.name / "channel_plan.json"
+        plan_path.parent.mkdir(parents=True, exist_ok=True)
+        result.plan.save(plan_path)
+        if v.prune == "channels" and v.fine_tune_epochs > 0:
+            model = fine_tune(model, v.fine_tune_epochs)
+    if v.prune in ("unstructured", "2:4"):
+        log_dir = str(ctx.out / "variants" / v.name / "tensorboard") if v.pruning_summaries else None
+        model, rep = sparsity.prune(model, v.prune, x, y, schedule=v.schedule, target=v.target_sparsity,
+                                    initial=v.initial_sparsity, begin_step=v.begin_step, end_step=v.end_step,
+                                    frequency=v.frequency, skip_patterns=v.skip, epochs=v.fine_tune_epochs,
+                                    batch_size=r.fine_tune_batch_size, learning_rate=v.learning_rate,
+                                    strategy=ctx.strategy, log_dir=log_dir, seed=r.seed)
+        row["sparsity"] = rep.to_dict()
+    else:
+        skip = set()
+        row["sparsity"] = sparsity.measure(model, set(), skip, "none", None).to_dict()
+    row["params"] = count_params(model)
+    keras_dir = ctx.out / "variants" / v.name
+    keras_dir.mkdir(parents=True, exist_ok=True)
+    if model is not ctx.baseline:
+        model.save(keras_dir / "model.keras")
+    row["keras_accuracy"] = keras_accuracy(model, ctx.data.x_test, ctx.data.y_test)
+
+    mode = v.quantize
+    encoding = None
+    if mode in ("pqat", "qat"):
+        qat = quantize.quantize_aware(model, x, y, preserve_sparsity=(mode == "pqat"), epochs=v.qat_epochs,
+                                      batch_size=r.fine_tune_batch_size, learning_rate=v.learning_rate / 5,
+                                      strategy=ctx.strategy, seed=r.seed)
+        content = export_mod.convert(qat, "qat")
+    elif mode == "int8":
+        content = export_mod.convert(model, "int8", representative=ctx.representative)
+    else:
+        has_zeros = row["sparsity"]["targeted_sparsity"] > 0.3
+        content, encoding = _sparse_choice(model, mode, v.sparse_encoding, has_zeros)
+    row["sparse_encoding"] = encoding
+    path = ctx.out / "tflite" / f"{v.name}.tflite"
+    export_mod.write_atomic(path, content)
+    row["tflite"] = str(path.relative_to(ctx.out))
+    row["bytes"] = len(content)
+    row["gzip_bytes"] = export_mod.gzip_size(content)
+    info = tflite_file.read(content, name=path.name)
+    row["tflite_info"] = {"op_counts": info.op_counts, "has_sparse_tensors": info.has_sparse_tensors,
+                          "has_densify": info.has_densify,
+                          "weights_zero_fraction": round(info.constant_zero_fraction(), 6),
+                          "input_dtype": info.tensors[info.inputs[0]].dtype,
+                          "tensor_dtypes": sorted({t.dtype for t in info.tensors if t.is_constant})}
+    ver = export_mod.verify(content, ctx.data.x_test, ctx.data.y_test, ctx.baseline_top1,
+                            keras_model=model if mode == "float32" else None, float32=(mode == "float32"))
+    row["verification"] = ver.to_dict()
+    row["accuracy"] = ver.accuracy
+    row["agreement"] = ver.agreement
+    if not ver.ok:
+        row["status"] = "failed"
+        row["failures"].extend(ver.failures)
+        row["latency"] = []
+    else:
+        row["latency"] = _host_latency(path, r)
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+# ---------------------------------------------------------------- run
+
+def run(recipe: Recipe, out: Path | str, force: bool = False, only: list[str] | None = None) -> dict:
+    """Runs the recipe into the run folder `out`. Returns the report dict (also in report.json)."""
+    from edgeprune._tf import keras
+    from edgeprune.report.run import render_markdown
+    from edgeprune.train import get_strategy, predict
+
+    variants = [recipe.variant(n) for n in only] if only else list(recipe.variants)
+    with RunFolder(out, force=force) as folder:
+        work = folder.path
+        started = time.time()
+        keras.utils.set_random_seed(recipe.seed)
+        strategy = get_strategy(recipe.strategy)
+        model, source, ds, base_info = prepare_baseline(recipe, strategy)
+        (work / "baseline").mkdir()
+        model.save(work / "baseline" / "model.keras")
+        baseline_top1 = np.argmax(predict(model, ds.x_test), axis=-1)
+        reps = representative_set(ds, recipe.data.representative_count, recipe.seed)
+        ctx = Context(recipe, ds, model, baseline_top1, reps, strategy, work)
+        baseline_spec = VariantSpec(name="baseline", quantize="float32", sparse_encoding="off")
+        rows = []
+        with progress.task("variants", len(variants) + 1) as t:
+            for v in [baseline_spec, *variants]:
+                progress.log(f"variant {v.name}: prune={v.prune} quantize={v.quantize}")
+                try:
+                    rows.append(run_variant(ctx, v))
+                except EdgepruneError as e:
+                    rows.append({"name": v.name, "spec": v.__dict__.copy(), "status": "failed",
+                                 "failures": [e.one_line()]})
+                except Exception as e:  # recorded with its cause; the other variants still run
+                    rows.append({"name": v.name, "spec": v.__dict__.copy(), "status": "failed",
+                                 "failures": [f"internal: {type(e).__name__}: {' '.join(str(e).split())[:300]}"],
+                                 "traceback": traceback.format_exc(limit=8)})
+                t.advance(1, v.name)
+        report = {
+            "schema": REPORT_SCHEMA, "version": REPORT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "seconds": round(time.time() - started, 1),
+            "recipe": recipe.to_dict(), "recipe_file": recipe.source,
+            "model": source.to_dict() | {"params": count_params(model), "input_shape": list(io_shape(model)[0])},
+            "data": ds.describe(), "baseline": base_info, "strategy": recipe.strategy,
+            "versions": versions(), "machine": machine(),
+            "variants": rows,
+        }
+        _add_ratios(report)
+        if recipe.source and Path(recipe.source).is_file():
+            shutil.copyfile(recipe.source, work / "recipe.toml")
+        write_json_atomic(work / "report.json", report)
+        write_text_atomic(work / "report.md", render_markdown(report))
+        try:
+            from edgeprune.report import html as html_report  # rendered when the HTML reporter is present
+        except ImportError:
+            html_report = None
+        if html_report is not None:
+            write_text_atomic(work / "report.html", html_report.render_run(report))
+    return report
+
+
+def _add_ratios(report: dict) -> None:
+    base = next((v for v in report["variants"] if v["name"] == "baseline" and v["status"] == "ok"), None)
+    if base is None:
+        return
+    base_lat = {(x["target"], x["threads"]): x.get("median_ms") for x in base.get("latency", [])}
+    for v in report["variants"]:
+        if v["status"] != "ok":
+            continue
+        v["ratios"] = {"bytes": v["bytes"] / base["bytes"], "gzip_bytes": v["gzip_bytes"] / base["gzip_bytes"]}
+        for x in v.get("latency", []):
+            b = base_lat.get((x["target"], x["threads"]))
+            if b and x.get("median_ms"):
+                x["speedup"] = b / x["median_ms"]
+
+
+def failed_variants(report: dict) -> list[str]:
+    return [v["name"] for v in report["variants"] if v["status"] != "ok"]
+

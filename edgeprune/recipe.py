@@ -1,0 +1,282 @@
+"""Recipes: one TOML file declares the model, the data, the baseline training and the variants.
+Every table is checked strictly: an unknown key is refused with the closest valid name, a value
+of the wrong type or out of range is refused with what was expected."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edgeprune.errors import InputFileError, RecipeError
+
+PRUNE_METHODS = ("none", "unstructured", "2:4", "channels")
+SCHEDULES = ("constant", "polynomial")
+QUANT_MODES = ("float32", "float16", "dynamic", "int8", "pqat", "qat")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+SPARSE_ENCODING = ("auto", "on", "off")
+DEFAULT_SKIP = "@first_conv,@classifier"  # symbolic: resolved against the model
+
+
+@dataclass
+class ModelSpec:
+    architecture: str | None = None
+    path: str | None = None
+    alpha: float = 1.0
+    input_shape: list[int] = field(default_factory=lambda: [224, 224, 3])
+    classes: int = 1000
+    bn_momentum: float = 0.9
+    dropout: float = 0.0
+
+
+@dataclass
+class DataSpec:
+    kind: str = "fashion_mnist"
+    path: str | None = None
+    normalization: str = "0_1"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    representative_count: int = 200
+
+
+@dataclass
+class TrainSpec:
+    epochs: float | None = None  # None: 3 for a built-in architecture, 0 for a model file
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    strategy: str = "default"
+    cache: bool = True
+
+
+@dataclass
+class BenchSpec:
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    runs: int = 50
+    warmup: int = 5
+    min_secs: float = 0.5
+    targets: list[str] = field(default_factory=lambda: ["local"])
+    inventory: str | None = None
+
+
+@dataclass
+class VariantSpec:
+    name: str
+    prune: str = "none"
+    schedule: str = "constant"
+    target_sparsity: float = 0.5
+    initial_sparsity: float = 0.0
+    begin_step: int = 0
+    end_step: int = -1
+    frequency: int | None = None
+    skip: list[str] = field(default_factory=lambda: [DEFAULT_SKIP])
+    fine_tune_epochs: float = 1.0
+    learning_rate: float = 5e-4
+    quantize: str = "float32"
+    qat_epochs: float = 0.5
+    sparse_encoding: str = "auto"
+    pruning_summaries: bool = False
+    channels: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: ModelSpec
+    data: DataSpec
+    baseline: TrainSpec
+    bench: BenchSpec
+    variants: list[VariantSpec]
+    seed: int = 0
+    fine_tune_batch_size: int = 256
+    strategy: str = "default"
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def variant(self, name: str) -> VariantSpec:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise RecipeError(f"the recipe has no variant {name!r}",
+                          f"choose one of: {', '.join(v.name for v in self.variants)}")
+
+
+_TOP_KEYS = {"name", "seed", "model", "data", "baseline", "bench", "variant", "fine_tune_batch_size", "strategy"}
+
+
+def _suggest(key: str, valid) -> str:
+    close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(valid))}"
+
+
+def _type_ok(value, annotation: str) -> bool:
+    a = annotation.replace(" ", "")
+    if value is None:
+        return "None" in a
+    if a.startswith("int"):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if a.startswith("float"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if a.startswith("str"):
+        return isinstance(value, str)
+    if a.startswith("bool"):
+        return isinstance(value, bool)
+    if a.startswith("list[int]"):
+        return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if a.startswith("list[float]"):
+        return isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)
+    if a.startswith("list[str]"):
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if a.startswith("dict"):
+        return isinstance(value, dict)
+    return True
+
+
+def _build(cls, table: Any, where: str, **extra):
+    if not isinstance(table, dict):
+        raise RecipeError(f"[{where}] must be a table, got {type(table).__name__}", "see models/*.toml for examples")
+    known = {f.name: f for f in fields(cls)}
+    kwargs = dict(extra)
+    for key, value in table.items():
+        if key not in known:
+            raise RecipeError(f"unknown key {key!r} in [{where}]", _suggest(key, known))
+        annotation = str(known[key].type)
+        if not _type_ok(value, annotation):
+            raise RecipeError(f"[{where}] {key} = {value!r} has the wrong type; expected {annotation}",
+                              "fix the value in the recipe")
+        kwargs[key] = float(value) if annotation.startswith("float") and isinstance(value, int) else value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise RecipeError(f"[{where}] is incomplete: {e}", "see models/*.toml for examples") from None
+
+
+def _choice(value, options, what: str, where: str):
+    if value not in options:
+        raise RecipeError(f"[{where}] {what} = {value!r} is not supported", f"use one of: {', '.join(options)}")
+
+
+def validate_variant(v: VariantSpec, where: str) -> None:
+    _choice(v.prune, PRUNE_METHODS, "prune", where)
+    _choice(v.schedule, SCHEDULES, "schedule", where)
+    _choice(v.quantize, QUANT_MODES, "quantize", where)
+    _choice(v.sparse_encoding, SPARSE_ENCODING, "sparse_encoding", where)
+    for key in ("target_sparsity", "initial_sparsity"):
+        value = getattr(v, key)
+        if not 0.0 <= value < 1.0:
+            raise RecipeError(f"[{where}] {key} = {value} is outside [0, 1)",
+                              "sparsity is the fraction of weights set to zero: use e.g. 0.5 for half")
+    if v.schedule == "polynomial" and v.initial_sparsity > v.target_sparsity:
+        raise RecipeError(f"[{where}] initial_sparsity {v.initial_sparsity} is above target_sparsity "
+                          f"{v.target_sparsity}", "a polynomial schedule rises from initial to target")
+    if v.frequency is not None and v.frequency < 1:
+        raise RecipeError(f"[{where}] frequency = {v.frequency} must be at least 1", "masks update every N steps")
+    if v.begin_step < 0:
+        raise RecipeError(f"[{where}] begin_step = {v.begin_step} is negative", "use 0 or more")
+    if v.fine_tune_epochs < 0 or v.qat_epochs < 0:
+        raise RecipeError(f"[{where}] epochs must not be negative", "use 0 or more")
+    if v.prune in ("unstructured", "2:4") and v.fine_tune_epochs <= 0:
+        raise RecipeError(f"[{where}] prune = {v.prune!r} needs fine_tune_epochs > 0",
+                          "TF-MOT applies its masks during fine-tuning steps")
+    if v.quantize == "qat" and v.prune in ("unstructured", "2:4"):
+        raise RecipeError(f"[{where}] quantize = 'qat' after {v.prune} pruning would erase the sparsity",
+                          "use quantize = 'pqat' (pruning-preserving QAT)")
+    if v.prune == "channels" and not v.channels:
+        raise RecipeError(f"[{where}] prune = 'channels' needs a [variant.channels] table",
+                          "add e.g. channels = { ratio = 0.3 }")
+
+
+def from_dict(data: dict, source: str | None = None) -> Recipe:
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise RecipeError(f"unknown key {key!r} at the top of the recipe", _suggest(key, _TOP_KEYS))
+    if "name" not in data or not isinstance(data["name"], str):
+        raise RecipeError("the recipe has no name", 'add name = "my-recipe" at the top')
+    model = _build(ModelSpec, data.get("model", {}), "model")
+    if bool(model.architecture) == bool(model.path):
+        raise RecipeError("[model] needs exactly one of architecture or path",
+                          'set architecture = "mobilenet_v2" or path = "model.keras"')
+    dataspec = _build(DataSpec, data.get("data", {}), "data")
+    baseline = _build(TrainSpec, data.get("baseline", {}), "baseline")
+    bench = _build(BenchSpec, data.get("bench", {}), "bench")
+    raw_variants = data.get("variant", [])
+    if not isinstance(raw_variants, list) or not raw_variants:
+        raise RecipeError("the recipe declares no variants", "add at least one [[variant]] table with a name")
+    variants, names = [], set()
+    for i, raw in enumerate(raw_variants):
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
+            raise RecipeError(f"variant #{i + 1} has no name", 'give every [[variant]] a name = "..."')
+        name = raw["name"]
+        if name in names:
+            raise RecipeError(f"two variants are named {name!r}", "give each variant its own name")
+        if not all(c.isalnum() or c in "-_." for c in name):
+            raise RecipeError(f"variant name {name!r} has characters unfit for a file name",
+                              "use letters, digits, '-', '_' and '.'")
+        names.add(name)
+        v = _build(VariantSpec, {k: val for k, val in raw.items() if k != "name"}, f"variant {name}", name=name)
+        validate_variant(v, f"variant {name}")
+        variants.append(v)
+    recipe = Recipe(name=data["name"], model=model, data=dataspec, baseline=baseline, bench=bench,
+                    variants=variants, seed=int(data.get("seed", 0)),
+                    fine_tune_batch_size=int(data.get("fine_tune_batch_size", 256)),
+                    strategy=str(data.get("strategy", "default")), source=source)
+    _choice(recipe.strategy, STRATEGIES, "strategy", "recipe")
+    _choice(dataspec.normalization, ("0_1", "-1_1", "none"), "normalization", "data")
+    return recipe
+
+
+def load(path: Path | str, overrides: list[str] | None = None) -> Recipe:
+    """Reads a recipe file; `overrides` are "key.path=value" strings (value in TOML syntax)
+    applied before validation, so CLI flags win over the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(f"recipe not found: {p}", "give the path of a .toml recipe, e.g. models/mobilenet_v2_fashion.toml")
+    try:
+        data = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{p} is not valid TOML: {e}", "fix the syntax at the position named") from None
+    data = apply_overrides(data, overrides or [])
+    recipe = from_dict(data, source=str(p))
+    if recipe.model.path and not Path(recipe.model.path).is_absolute():
+        recipe.model.path = str((p.parent / recipe.model.path).resolve()) if not Path(recipe.model.path).exists() \
+            else recipe.model.path
+    return recipe
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override {item!r} has no '='", "write --set key.path=value, e.g. --set baseline.epochs=1")
+        key, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word is a string
+        parts = key.strip().split(".")
+        if parts[0] == "variant":
+            targets = data.get("variant", [])
+            if len(parts) == 3:
+                targets = [v for v in targets if v.get("name") == parts[1]]
+                if not targets:
+                    raise RecipeError(f"override {item!r} names no variant of the recipe", "check the variant name")
+                parts = [parts[2]]
+            else:
+                parts = parts[1:]
+            for t in targets:
+                t[parts[0]] = value
+            continue
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"override {item!r}: {part} is not a table", "check the key path")
+        node[parts[-1]] = value
+    return data

@@ -1,0 +1,1 @@
+"""Reports for people (markdown, terminal tables, HTML) and machines (JSON, CSV)."""
