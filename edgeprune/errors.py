@@ -18,7 +18,8 @@ class EdgepruneError(Exception):
         text = self.message
         if self.hint:
             text += f"; {self.hint.rstrip('.')}"
-        return " ".join(text.split()) + "."
+        text = " ".join(text.split())
+        return text if text.endswith(("?", "!", ".")) else text + "."
 
 
 class InputFileError(EdgepruneError):

@@ -35,3 +35,13 @@ def cli_run(tmp_path):
         )
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A folder holding tiny.keras, a small CNN trained on real Fashion-MNIST (see core_fixtures)."""
+    import core_fixtures
+
+    d = tmp_path_factory.mktemp("tiny")
+    core_fixtures.trained_tiny_path(str(d))
+    return d
