@@ -17,7 +17,7 @@ from pathlib import Path
 from edgeprune.bench import proc
 from edgeprune.bench.inventory import DeviceSpec
 from edgeprune.bench.results import CpuCore, DeviceInfo, ThermalState
-from edgeprune.bench.transport import join_argv, quote
+from edgeprune.bench.transport import ShellResult, join_argv, quote
 from edgeprune.errors import DeviceError
 
 PROBE_TIMEOUT = 30.0
@@ -61,7 +61,21 @@ _RUNTIME_PROBE = (
     "print('runtimes=' + ','.join(m for m in " + repr(RUNTIMES) + " if u.find_spec(m)))"
 )
 
+_SECTION = "__EDGEPRUNE_SECTION__="
 _GETPROP = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Splits output on `__EDGEPRUNE_SECTION__=NAME` lines; text before the first is section ""."""
+    out: dict[str, list[str]] = {"": []}
+    name = ""
+    for line in text.split("\n"):
+        if line.startswith(_SECTION):
+            name = line[len(_SECTION) :].strip()
+            out[name] = []
+        else:
+            out[name].append(line)
+    return {k: "\n".join(v) for k, v in out.items()}
 
 
 def _dead_local_owner(owner: str) -> bool:
@@ -195,24 +209,50 @@ class DeviceSession:
         self.close()
 
     def close(self) -> None:
+        """Stops a runner still going in the run folder, removes the folder and the lock (one
+        round trip), then closes the connection. Runs after Ctrl-C too (during_cancel); a device
+        that went away leaves them, and the DeviceError says so."""
         try:
-            try:
-                self.remove_run_dir()
-            finally:
-                self.release_lock()
+            parts = []
+            if self.run_dir is not None:
+                # a runner is killed only if its command line still points into this run folder
+                parts.append(
+                    f'd={quote(self.run_dir)}; for f in "$d"/.pid-*; do [ -f "$f" ] || continue; p=$(cat "$f"); '
+                    'grep -qF -- "$d" /proc/"$p"/cmdline 2>/dev/null && kill -9 "$p" 2>/dev/null; done; '
+                    'rm -rf -- "$d"'
+                )
+            if self.lock_path is not None:
+                parts.append(f"rm -rf -- {quote(self.lock_path)}")
+            self.run_dir = self.lock_path = None
+            if parts:
+                self.transport.shell("; ".join(parts), PROBE_TIMEOUT, during_cancel=True).check(
+                    self.label, "removing the run folder and the lock"
+                )
         finally:
             self.transport.close()
 
     # -- probe ----------------------------------------------------------------------------
     def probe(self) -> DeviceInfo:
-        """Connects and describes the device. Raises DeviceError when it is unreachable or not
-        authorized; see `probe_info` for a version that reports instead."""
+        """Connects and describes the device in one round trip (identity, CPUs, tools, thermal
+        state, the Python runtimes). Raises DeviceError when the device is unreachable or not
+        authorized; probe_devices() turns that into a DeviceInfo that says why."""
         self.transport.connect(PROBE_TIMEOUT)
-        r = self.transport.shell(_PROBE_SCRIPT, PROBE_TIMEOUT).check(self.label, "the device probe")
+        script = "\n".join(
+            [
+                _PROBE_SCRIPT,
+                f"echo {_SECTION}thermal",
+                _THERMAL_SCRIPT,
+                f"echo {_SECTION}python",
+                join_argv([self.python, "-c", _RUNTIME_PROBE]) + " 2>/dev/null",
+                "true",
+            ]
+        )
+        r = self.transport.shell(script, PROBE_TIMEOUT).check(self.label, "the device probe")
+        sections = _sections(r.stdout)
         kv: dict[str, str] = {}
         props: dict[str, str] = {}
         cores: list[CpuCore] = []
-        for line in r.stdout.splitlines():
+        for line in sections.get("", "").splitlines():
             line = line.strip()
             if m := _GETPROP.match(line):
                 props[m.group(1)] = m.group(2)
@@ -230,7 +270,7 @@ class DeviceSession:
         # Linux boards and containers: only the CPUs this process may use count (a container can
         # see 64 CPUs and be allowed 2). Android keeps every present CPU: its big cores are the
         # point of the mask, and a cpuset that forbids them makes taskset fail loudly.
-        if allowed and not any(line.startswith("[ro.build.version.sdk]") for line in r.stdout.splitlines()):
+        if allowed and "ro.build.version.sdk" not in props:
             try:
                 ok = set(parse_cpu_list(allowed))
                 cores = [c for c in cores if c.index in ok] or cores
@@ -240,8 +280,10 @@ class DeviceSession:
         self.has_taskset = kv.get("has_taskset") == "1"
         self.has_sha256sum = kv.get("has_sha256sum") == "1"
         android = "ro.build.version.sdk" in props
-        runtimes, py_version = self._probe_python()
-        thermal = self.thermal()
+        py = dict(ln.split("=", 1) for ln in sections.get("python", "").splitlines() if "=" in ln)
+        runtimes = [x for x in py.get("runtimes", "").split(",") if x]
+        py_version = py.get("py_version")
+        thermal = parse_thermal(sections.get("thermal", ""))
         if android:
             abi = props.get("ro.product.cpu.abi") or kv.get("uname_m")
             abilist = [a for a in props.get("ro.product.cpu.abilist", "").split(",") if a]
@@ -296,14 +338,6 @@ class DeviceSession:
 
         return platform.processor() or platform.machine() or None
 
-    def _probe_python(self) -> tuple[list[str], str | None]:
-        r = self.transport.run([self.python, "-c", _RUNTIME_PROBE], PROBE_TIMEOUT)
-        if r.returncode != 0:
-            return [], None
-        kv = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-        runtimes = [x for x in kv.get("runtimes", "").split(",") if x]
-        return runtimes, kv.get("py_version")
-
     def thermal(self) -> ThermalState:
         r = self.transport.shell(_THERMAL_SCRIPT, PROBE_TIMEOUT).check(
             self.label, "reading the thermal state"
@@ -318,22 +352,23 @@ class DeviceSession:
             return os.path.join(tempfile.gettempdir(), f"edgeprune-bench-{os.getuid()}")
         return "$HOME/.cache/edgeprune"
 
-    def open_folders(self) -> None:
-        """Creates the base and cache folders and this run's own folder."""
+    def open_folders(self, model_dirs: int = 0) -> None:
+        """Creates the base and cache folders, this run's own folder and `model_dirs` folders
+        m0, m1... in it, in one round trip."""
         if self.spec.workdir:
             wd = self.spec.workdir
             base_expr = quote(wd if wd.startswith(("/", "./", "../")) else "./" + wd)
         else:
             base_expr = '"' + self._default_base() + '"'  # $HOME expands; the rest is a fixed safe path
-        script = f'd={base_expr} && mkdir -p "$d/cache" && cd "$d" && pwd -P'
-        r = self.transport.shell(script, PROBE_TIMEOUT).check(self.label, "creating the remote work folder")
-        base = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+        run_name = f"run-{self.run_id}"
+        mkdirs = join_argv(["mkdir", run_name, *[f"{run_name}/m{i}" for i in range(model_dirs)]])
+        script = f'd={base_expr} && mkdir -p "$d/cache" && cd "$d" && pwd -P && {mkdirs}'
+        r = self.transport.shell(script, PROBE_TIMEOUT).check(self.label, "creating the remote work folders")
+        base = r.stdout.strip().splitlines()[0] if r.stdout.strip() else ""
         if not base.startswith("/"):
             raise DeviceError(f"{self.label}: the work folder resolved to {base!r}, not an absolute path")
         self.base = base
-        run_dir = f"{base}/run-{self.run_id}"
-        self.transport.run(["mkdir", run_dir], PROBE_TIMEOUT).check(self.label, "creating the run folder")
-        self.run_dir = run_dir
+        self.run_dir = f"{base}/{run_name}"
 
     def acquire_lock(self, wait_s: float) -> None:
         """Takes the device: an atomic `mkdir BASE/.lock` holding the owner (host, pid, run). Waits
@@ -349,9 +384,13 @@ class DeviceSession:
             if self.transport.shell(take, PROBE_TIMEOUT).returncode == 0:
                 self.lock_path = lock
                 return
-            held = self.transport.shell(f"cat {quote(lock + '/owner')} 2>/dev/null", PROBE_TIMEOUT).stdout.strip()
+            held = self.transport.shell(
+                f"cat {quote(lock + '/owner')} 2>/dev/null", PROBE_TIMEOUT
+            ).stdout.strip()
             if _dead_local_owner(held):
-                self.transport.run(["rm", "-rf", lock], PROBE_TIMEOUT).check(self.label, "removing a stale lock")
+                self.transport.run(["rm", "-rf", lock], PROBE_TIMEOUT).check(
+                    self.label, "removing a stale lock"
+                )
                 continue
             if time.monotonic() >= deadline:
                 raise DeviceError(
@@ -360,98 +399,99 @@ class DeviceSession:
                 )
             proc.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
-    def release_lock(self) -> None:
-        if self.lock_path is None:
-            return
-        lock, self.lock_path = self.lock_path, None
-        self.transport.run(["rm", "-rf", lock], PROBE_TIMEOUT, during_cancel=True).check(
-            self.label, "releasing the device lock"
-        )
-
     @property
     def cache_dir(self) -> str:
         if self.base is None:
             raise RuntimeError("open_folders() first")
         return f"{self.base}/cache"
 
-    def remove_run_dir(self) -> None:
-        """Removes this run's folder. Runs even after Ctrl-C (during_cancel) and never hides why it
-        failed: a device that went away leaves the folder, and the error says so."""
-        if self.run_dir is None:
-            return
-        run_dir, self.run_dir = self.run_dir, None
-        # a runner still going (Ctrl-C, a timeout) is stopped first: its pid file names it, and
-        # it is killed only if its command line still points into this run folder
-        script = (
-            f'd={quote(run_dir)}; for f in "$d"/.pid-*; do [ -f "$f" ] || continue; p=$(cat "$f"); '
-            'grep -qF -- "$d" /proc/"$p"/cmdline 2>/dev/null && kill -9 "$p" 2>/dev/null; done; '
-            'rm -rf -- "$d"'
-        )
-        self.transport.shell(script, PROBE_TIMEOUT, during_cancel=True).check(
-            self.label, "removing the run folder"
-        )
-
-    def run_tracked(self, argv: list[str], timeout: float, redirect_stderr: bool = False):
-        """Runs a long command (a runner) so that its pid is on record in the run folder while it
-        runs: if the client side is killed, cleanup stops it on the device too."""
+    def run_measured(
+        self, argv: list[str], timeout: float, redirect_stderr: bool = False
+    ) -> tuple[ShellResult, ThermalState, ThermalState]:
+        """Runs a runner between two thermal snapshots, in one round trip. While it runs its pid is
+        on record in the run folder, so that close() stops it on the device if the client side
+        was killed (Ctrl-C, a timeout). Returns (the runner's result, thermal before, after)."""
         if self.run_dir is None:
             raise RuntimeError("open_folders() first")
         self._tracked += 1
         pid_file = f"{self.run_dir}/.pid-{self._tracked}"
         inner = 'pf=$1; shift; "$@" & echo $! > "$pf"; wait $!; rc=$?; rm -f "$pf"; exit $rc'
-        script = join_argv(["sh", "-c", inner, "sh", pid_file, *argv]) + (" 2>&1" if redirect_stderr else "")
-        return self.transport.shell(script, timeout)
+        run = join_argv(["sh", "-c", inner, "sh", pid_file, *argv]) + (" 2>&1" if redirect_stderr else "")
+        script = "\n".join(
+            [
+                _THERMAL_SCRIPT,
+                f"echo {_SECTION}run",
+                run,
+                "rc=$?",
+                f"echo; echo {_SECTION}after",
+                _THERMAL_SCRIPT,
+                "exit $rc",
+            ]
+        )
+        r = self.transport.shell(script, timeout)
+        parts = _sections(r.stdout)
+        if "after" not in parts:
+            raise DeviceError(f"{self.label}: the runner's output is cut short: {r.tail()}")
+        out = parts["run"][:-1] if parts["run"].endswith("\n") else parts["run"]
+        result = ShellResult(run, r.returncode, out, r.stderr, r.seconds)
+        return result, parse_thermal(parts[""]), parse_thermal(parts["after"])
 
     # -- files ----------------------------------------------------------------------------
+    def _remote_digests(self, paths: list[str]) -> list[str | None]:
+        """sha256 (or, without sha256sum, the size as a string) of each remote path; None where
+        the file is missing. One round trip."""
+        if not paths:
+            return []
+        if self.has_sha256sum:
+            body = 'sha256sum "$f" 2>/dev/null | cut -c1-64 || echo -'
+        else:
+            body = 'wc -c < "$f" 2>/dev/null | tr -d " " || echo -'
+        script = f'for f in {" ".join(quote(p) for p in paths)}; do [ -f "$f" ] && {body} || echo -; done'
+        r = self.transport.shell(script, PROBE_TIMEOUT).check(self.label, "checking copied files")
+        words = [w.strip() for w in r.stdout.strip().splitlines()]
+        if len(words) != len(paths):
+            raise DeviceError(f"{self.label}: could not check the copied files: {r.tail()}")
+        return [None if w == "-" else w for w in words]
+
     def remote_sha256(self, path: str) -> str | None:
         if not self.has_sha256sum:
             return None
-        r = self.transport.run(["sha256sum", path], PROBE_TIMEOUT)
-        if r.returncode != 0:
-            return None
-        word = r.stdout.strip().split()[0] if r.stdout.strip() else ""
-        return word if re.fullmatch(r"[0-9a-f]{64}", word) else None
+        return self._remote_digests([path])[0]
 
-    def _remote_size(self, path: str) -> int | None:
-        r = self.transport.shell(f"wc -c < {quote(path)}", PROBE_TIMEOUT)
-        return int(r.stdout.strip()) if r.returncode == 0 and r.stdout.strip().isdigit() else None
+    def _expected(self, local: Path, sha: str) -> str:
+        return sha if self.has_sha256sum else str(local.stat().st_size)
 
-    def verify(self, local: Path, remote: str, sha: str) -> None:
-        got = self.remote_sha256(remote)
-        if got is not None:
-            if got != sha:
-                raise DeviceError(
-                    f"{self.label}: {remote} differs from {local} after the copy (sha256 {got[:12]} "
-                    f"!= {sha[:12]})",
-                    "the storage may be full or failing; rerun",
-                )
+    def push_many(self, items: list[tuple[Path, str, str]]) -> None:
+        """Copies (local, remote, sha256) files in one transfer and checks them on the device by
+        sha256 (by size where the device has no sha256sum)."""
+        if not items:
             return
-        size = self._remote_size(remote)
-        if size != local.stat().st_size:
-            raise DeviceError(
-                f"{self.label}: {remote} has {size} bytes after the copy, {local} has {local.stat().st_size}",
-                "the storage may be full; rerun",
-            )
+        total = sum(local.stat().st_size for local, _, _ in items)
+        self.transport.push([(local, remote) for local, remote, _ in items], 60 + total / 2e6)
+        got = self._remote_digests([remote for _, remote, _ in items])
+        for (local, remote, sha), digest in zip(items, got, strict=True):
+            if digest != self._expected(local, sha):
+                raise DeviceError(
+                    f"{self.label}: {remote} differs from {local} after the copy "
+                    f"({'sha256' if self.has_sha256sum else 'size'} {digest} != {self._expected(local, sha)[:16]})",
+                    "the device storage may be full or failing; rerun",
+                )
 
     def push_checked(self, local: Path, remote: str, sha: str | None = None) -> None:
-        sha = sha or sha256_file(local)
-        size = local.stat().st_size
-        self.transport.push([(local, remote)], 60 + size / 2e6)
-        self.verify(local, remote, sha)
+        self.push_many([(local, remote, sha or sha256_file(local))])
 
     def cached(self, local: Path, executable: bool = False) -> tuple[str, str]:
         """Copies `local` into the cache folder once, named by its sha256; returns (remote path,
-        sha256). A file already there with the right sha256 is not copied again."""
+        sha256). A file already there with the right digest is not copied again."""
         sha = sha256_file(local)
         safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", local.name)
         remote = f"{self.cache_dir}/{sha[:16]}-{safe_name}"
-        present = self.remote_sha256(remote) if self.has_sha256sum else None
-        if present == sha or (not self.has_sha256sum and self._remote_size(remote) == local.stat().st_size):
+        if self._remote_digests([remote])[0] == self._expected(local, sha):
             return remote, sha
         tmp = f"{remote}.part-{self.run_id}"
         self.push_checked(local, tmp, sha)
-        chmod = ["chmod", "755", tmp] if executable else ["true"]
-        self.transport.shell(
-            f"{' '.join(quote(a) for a in chmod)} && mv {quote(tmp)} {quote(remote)}", PROBE_TIMEOUT
-        ).check(self.label, "storing a file in the cache")
+        chmod = f"chmod 755 {quote(tmp)} && " if executable else ""
+        self.transport.shell(f"{chmod}mv {quote(tmp)} {quote(remote)}", PROBE_TIMEOUT).check(
+            self.label, "storing a file in the cache"
+        )
         return remote, sha

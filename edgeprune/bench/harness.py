@@ -161,7 +161,7 @@ def _bench_device(
             try:
                 task.advance(0, "probing")
                 info = session.probe()
-                session.open_folders()
+                session.open_folders(model_dirs=len(models))
                 task.advance(0, "taking the device")
                 session.acquire_lock(settings.lock_wait_s)
                 runner = make_runner(settings.runner or spec.runner or "python")
@@ -171,13 +171,11 @@ def _bench_device(
                 mask, cpus = cpu_mask(session.cores, affinity)
                 all_mask, _ = cpu_mask(session.cores, "all")
                 prefix, prefix_notes = command_prefix(session, mask, all_mask)
-                remote: dict[str, str] = {}
-                dirs = [f"{session.run_dir}/m{i}" for i in range(len(models))]
-                session.transport.run(["mkdir", *dirs], 30).check(session.label, "creating model folders")
-                for i, m in enumerate(models):
-                    task.advance(0, f"copying {m.name}")
-                    remote[m.sha256 + m.path] = f"{dirs[i]}/{_remote_name(m.name)}"
-                    session.push_checked(Path(m.path), remote[m.sha256 + m.path], m.sha256)
+                remote = {
+                    m.path: f"{session.run_dir}/m{i}/{_remote_name(m.name)}" for i, m in enumerate(models)
+                }
+                task.advance(0, f"copying {len(models)} model(s)")
+                session.push_many([(Path(m.path), remote[m.path], m.sha256) for m in models])
                 first = True
                 for m in models:
                     for t in threads:
@@ -187,10 +185,9 @@ def _bench_device(
                             cooled_s += settings.cooldown_s
                         first = False
                         task.advance(0, f"{m.name} x{t}")
-                        before = session.thermal()
                         t0 = time.monotonic()
                         try:
-                            meas = runner.measure(session, remote[m.sha256 + m.path], t, prefix, settings)
+                            meas = runner.measure(session, remote[m.path], t, prefix, settings)
                         except MeasurementError as e:
                             failures.append(Failure(spec.name, spec.target, e.one_line(), m.name, t))
                             task.advance(1, f"{m.name} x{t} failed")
@@ -198,7 +195,7 @@ def _bench_device(
                         finally:
                             measured_s += time.monotonic() - t0
                         wall = time.monotonic() - t0
-                        after = session.thermal()
+                        before, after = meas.thermal_before, meas.thermal_after
                         flags, notes = [], list(prefix_notes) + meas.notes
                         reasons = before.throttle_reasons() + after.throttle_reasons()
                         if reasons:

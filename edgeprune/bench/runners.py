@@ -18,7 +18,7 @@ from pathlib import Path
 import android_bench
 from edgeprune.bench.device import DeviceSession
 from edgeprune.bench.parse_benchmark_model import BenchmarkModelOutput, parse
-from edgeprune.bench.results import BenchSettings, MemoryUse
+from edgeprune.bench.results import BenchSettings, MemoryUse, ThermalState
 from edgeprune.bench.stats import LatencyStats, summarize
 from edgeprune.errors import DeviceError
 
@@ -45,6 +45,8 @@ class Measurement:
     first_us: float | None = None
     memory: MemoryUse | None = None
     notes: list[str] = field(default_factory=list)
+    thermal_before: ThermalState | None = None
+    thermal_after: ThermalState | None = None
 
 
 def run_timeout(settings: BenchSettings) -> float:
@@ -143,7 +145,7 @@ class PythonRunner(Runner):
         ]
         if not settings.use_xnnpack:
             argv.append("--no-xnnpack")
-        r = session.run_tracked(argv, run_timeout(settings))
+        r, before, after = session.run_measured(argv, run_timeout(settings))
         data = _last_json(r.stdout)
         if data is None:
             raise MeasurementError(
@@ -177,6 +179,8 @@ class PythonRunner(Runner):
                 label="peak RSS of the Python runner process (interpreter + runtime + model)",
                 details={"peak_rss_delta_mb": mem.get("peak_rss_delta_mb")},
             ),
+            thermal_before=before,
+            thermal_after=after,
         )
 
 
@@ -218,6 +222,7 @@ class BenchmarkModelRunner(Runner):
 
     def measure(self, session, remote_model, threads, prefix, settings) -> Measurement:
         outputs: list[BenchmarkModelOutput] = []
+        thermal: list[ThermalState] = []
         for _ in range(settings.repeats):
             argv = [
                 *prefix,
@@ -230,7 +235,8 @@ class BenchmarkModelRunner(Runner):
                 f"--max_secs={settings.max_secs:g}",
                 f"--use_xnnpack={'true' if settings.use_xnnpack else 'false'}",
             ]
-            r = session.run_tracked(argv, run_timeout(settings), redirect_stderr=True)
+            r, before, after = session.run_measured(argv, run_timeout(settings), redirect_stderr=True)
+            thermal += [before, after]
             try:
                 out = parse(r.stdout + r.stderr)
             except DeviceError as e:
@@ -297,6 +303,8 @@ class BenchmarkModelRunner(Runner):
             first_us=last.first_us,
             memory=memory,
             notes=notes,
+            thermal_before=thermal[0],
+            thermal_after=thermal[-1],
         )
 
 
