@@ -34,11 +34,11 @@ def load_interpreter(model_path: str, num_threads: int, use_xnnpack: bool = True
         from ai_edge_litert import interpreter as mod  # type: ignore
 
         name = "ai_edge_litert"
-        try:
-            from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
+        try:
             ver = version("ai-edge-litert")
-        except Exception:  # metadata may be missing in a copied install
+        except PackageNotFoundError:  # metadata may be missing in a copied install
             ver = "unknown"
     except ImportError as e:
         errors.append(f"ai_edge_litert: {e}")
