@@ -158,7 +158,7 @@ class PythonRunner(Runner):
             raise MeasurementError(
                 f"{session.label}: the Python runner failed (exit code {r.returncode}): {r.tail()}"
             )
-        samples = [float(x) for x in data["samples_us"]]
+        samples = [round(float(x), 3) for x in data["samples_us"]]  # ns resolution keeps bench.json small
         mem = data.get("memory") or {}
         return Measurement(
             stats=summarize(samples, "samples"),
