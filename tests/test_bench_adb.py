@@ -199,3 +199,18 @@ def test_a_phone_without_python_is_told_to_use_benchmark_model(phone, adb_env):
     run = bench_models([TINY], [spec], QUICK)
     (f,) = run.failures
     assert "does not run on the device" in f.reason and "--runner benchmark_model" in f.reason
+
+
+def test_a_hot_phone_is_flagged_throttled_not_hidden(phone, adb_env):
+    dev, _ = phone
+    dev.set_thermal_status(3)
+    dev.set_temperature(82500)
+    try:
+        run = bench_models([TINY], [spec_for(dev)], BenchSettings(threads=[1], runs=3, warmup=0, min_secs=0.01))
+    finally:
+        dev.set_thermal_status(0)
+        dev.set_temperature(35000)
+    (res,) = run.results
+    assert "throttled" in res.flags
+    assert res.thermal_before.thermal_status == 3 and res.thermal_after.max_temp_c == pytest.approx(82.5)
+    assert any("Android thermal status 3" in n and "82.5 C" in n for n in res.notes), res.notes
