@@ -117,8 +117,9 @@ def render_md(run: BenchRun) -> str:
     if run.failures:
         lines += ["", "## Failures", ""]
         for f in run.failures:
-            what = f" {f.model} x{f.threads}" if f.model else ""
-            lines.append(f"- {f.device}{what}: {f.reason}")
+            what = f" ({f.model} x{f.threads})" if f.model else ""
+            reason = f.reason if f.reason.startswith(f.target) else f"{f.target}: {f.reason}"
+            lines.append(f"- **{f.device}**{what}: {reason}")
     lines += [
         "",
         "Memory kinds: peak_rss = peak RSS of the Python runner process; footprint_delta = benchmark_model's "

@@ -245,12 +245,12 @@ def bench(
     click.echo(render_md(run))
     click.echo(f"wrote {paths['bench.json']}, {paths['bench.md'].name}, {paths['bench.csv'].name}")
     if run.failures:
-        devices_failed = sorted({f.device for f in run.failures})
         first = run.failures[0]
+        where = f" ({first.model} x{first.threads})" if first.model else ""
+        reason = first.reason if first.reason.startswith(first.target) else f"{first.device}: {first.reason}"
         raise DeviceError(
-            f"{len(run.failures)} failure(s) on {', '.join(devices_failed)}; first: "
-            f"{first.reason.rstrip('.')}",
-            f"results of the others are in {out_dir}",
+            f"{len(run.failures)} failure(s); first{where}: {reason.rstrip('.')}",
+            f"the other results are in {out_dir}",
         )
     return 0
 
