@@ -38,8 +38,12 @@ from edgeprune.bench.inventory import DeviceSpec  # noqa: E402
 
 def make_models(folder: Path) -> dict[str, Path]:
     """Small, medium and large float convnets, made in a subprocess (TensorFlow stays out of here)."""
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "harness_make_models.py"), str(folder)], check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "harness_make_models.py"), str(folder)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return {n: folder / f"{n}.tflite" for n in ("small", "medium", "large")}
 
 
@@ -54,15 +58,26 @@ def overhead(targets: dict[str, DeviceSpec], models: dict[str, Path], rounds: in
         runner_over: list[float] = []
         for _ in range(rounds):
             for n_models in (1, 3):
-                paths = [models["small"]] if n_models == 1 else [models["small"], models["medium"], models["large"]]
+                paths = (
+                    [models["small"]]
+                    if n_models == 1
+                    else [models["small"], models["medium"], models["large"]]
+                )
                 run = bench_models(paths, [spec], s)
                 if run.failures:
                     raise SystemExit(f"{kind}: {run.failures}")
                 harness[n_models].append(run.overhead_s[spec.name])
                 runner_over += [r.wall_s - sum(r.samples_us) / 1e6 for r in run.results]
         h1, h3 = statistics.median(harness[1]), statistics.median(harness[3])
-        rows.append({"transport": kind, "harness_1_model_s": h1, "harness_3_models_s": h3,
-                     "harness_per_extra_model_s": (h3 - h1) / 2, "runner_overhead_s": statistics.median(runner_over)})
+        rows.append(
+            {
+                "transport": kind,
+                "harness_1_model_s": h1,
+                "harness_3_models_s": h3,
+                "harness_per_extra_model_s": (h3 - h1) / 2,
+                "runner_overhead_s": statistics.median(runner_over),
+            }
+        )
     return rows
 
 
@@ -70,9 +85,24 @@ def litert_benchmark_median_us(model: Path, runs: int) -> float:
     tool = Path(sys.executable).with_name("litert-benchmark")
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "r.json"
-        subprocess.run([str(tool), "--model", str(model), "--num_runs", str(runs), "--warmup_runs", "5",
-                        "--num_threads", "1", "--result_json", str(out)], check=True, capture_output=True,
-                       timeout=600)
+        subprocess.run(
+            [
+                str(tool),
+                "--model",
+                str(model),
+                "--num_runs",
+                str(runs),
+                "--warmup_runs",
+                "5",
+                "--num_threads",
+                "1",
+                "--result_json",
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         return json.loads(out.read_text())["latency"]["median_ms"] * 1000.0
 
 
@@ -81,12 +111,20 @@ def agreement(models: dict[str, Path], rounds: int = 2) -> list[dict]:
     for name in ("medium", "large"):
         ours, theirs = [], []
         for _ in range(rounds):  # interleaved, so drift in the host's load hits both
-            run = bench_models([models[name]], ["local"], BenchSettings(threads=[1], runs=200, warmup=5, min_secs=1))
+            run = bench_models(
+                [models[name]], ["local"], BenchSettings(threads=[1], runs=200, warmup=5, min_secs=1)
+            )
             ours.append(run.results[0].stats.median_us)
             theirs.append(litert_benchmark_median_us(models[name], 200))
-        rows.append({"model": name, "bytes": models[name].stat().st_size, "python_runner_us": statistics.median(ours),
-                     "litert_benchmark_us": statistics.median(theirs),
-                     "ratio": statistics.median(ours) / statistics.median(theirs)})
+        rows.append(
+            {
+                "model": name,
+                "bytes": models[name].stat().st_size,
+                "python_runner_us": statistics.median(ours),
+                "litert_benchmark_us": statistics.median(theirs),
+                "ratio": statistics.median(ours) / statistics.median(theirs),
+            }
+        )
     return rows
 
 
@@ -97,8 +135,12 @@ def repeatability(model: Path, repeats: int, spec: DeviceSpec | str) -> dict:
         medians.append(run.results[0].stats.median_us)
         cvs.append(run.results[0].stats.cv)
     m = statistics.median(medians)
-    return {"medians_us": medians, "spread": (max(medians) - min(medians)) / m,
-            "cv_of_medians": statistics.stdev(medians) / statistics.mean(medians), "median_run_cv": statistics.median(cvs)}
+    return {
+        "medians_us": medians,
+        "spread": (max(medians) - min(medians)) / m,
+        "cv_of_medians": statistics.stdev(medians) / statistics.mean(medians),
+        "median_run_cv": statistics.median(cvs),
+    }
 
 
 def render(over, agree, rep, rep_name, load, seconds) -> str:
@@ -121,8 +163,10 @@ def render(over, agree, rep, rep_name, load, seconds) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for r in over:
-        lines.append(f"| {r['transport']} | {r['harness_1_model_s']:.2f} | {r['harness_3_models_s']:.2f} | "
-                     f"{r['harness_per_extra_model_s']:.2f} | {r['runner_overhead_s']:.2f} |")
+        lines.append(
+            f"| {r['transport']} | {r['harness_1_model_s']:.2f} | {r['harness_3_models_s']:.2f} | "
+            f"{r['harness_per_extra_model_s']:.2f} | {r['runner_overhead_s']:.2f} |"
+        )
     lines += [
         "",
         "### Agreement with litert-benchmark",
@@ -134,8 +178,10 @@ def render(over, agree, rep, rep_name, load, seconds) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for r in agree:
-        lines.append(f"| {r['model']} | {r['bytes']} | {r['python_runner_us'] / 1000:.3f} | "
-                     f"{r['litert_benchmark_us'] / 1000:.3f} | {r['ratio']:.2f} |")
+        lines.append(
+            f"| {r['model']} | {r['bytes']} | {r['python_runner_us'] / 1000:.3f} | "
+            f"{r['litert_benchmark_us'] / 1000:.3f} | {r['ratio']:.2f} |"
+        )
     lines += [
         "",
         "### Repeatability",
@@ -168,11 +214,17 @@ def main() -> None:
                 targets = {
                     "local": DeviceSpec(name="local", kind="local"),
                     "ssh (loopback sshd)": DeviceSpec(
-                        name="ssh", kind="ssh", address=server.address, python=sys.executable,
-                        identity_file=str(server.client_key), ssh_options=tuple(server.client_options()),
-                        workdir=str(work / "ssh-remote")),
-                    "adb (emulated device)": DeviceSpec(name="adb", kind="adb", address=dev.serial,
-                                                        python=sys.executable),
+                        name="ssh",
+                        kind="ssh",
+                        address=server.address,
+                        python=sys.executable,
+                        identity_file=str(server.client_key),
+                        ssh_options=tuple(server.client_options()),
+                        workdir=str(work / "ssh-remote"),
+                    ),
+                    "adb (emulated device)": DeviceSpec(
+                        name="adb", kind="adb", address=dev.serial, python=sys.executable
+                    ),
                 }
                 over = overhead(targets, models)
         finally:

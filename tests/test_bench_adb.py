@@ -206,7 +206,9 @@ def test_a_hot_phone_is_flagged_throttled_not_hidden(phone, adb_env):
     dev.set_thermal_status(3)
     dev.set_temperature(82500)
     try:
-        run = bench_models([TINY], [spec_for(dev)], BenchSettings(threads=[1], runs=3, warmup=0, min_secs=0.01))
+        run = bench_models(
+            [TINY], [spec_for(dev)], BenchSettings(threads=[1], runs=3, warmup=0, min_secs=0.01)
+        )
     finally:
         dev.set_thermal_status(0)
         dev.set_temperature(35000)

@@ -167,3 +167,24 @@ def test_ctrl_c_removes_the_remote_run_folder(sshd, tmp_path):
     assert not (tmp_path / "o" / "bench.json").exists()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(remote) not in ps, "the runner kept running on the device"
+
+
+def test_sftp_push_and_pull_keep_sha256_with_odd_names(sshd, tmp_path):
+    import hashlib
+    import os
+
+    from edgeprune.bench.device import DeviceSession
+
+    inv = load_inventory(inventory(tmp_path, sshd.inventory_entry("board", workdir=str(tmp_path / "w w"))))
+    data = os.urandom(200_000)
+    src = tmp_path / "src [1] * ?.bin"  # glob characters sftp would expand, spaces
+    src.write_bytes(data)
+    with DeviceSession(inv.devices[0]) as s:
+        s.probe()
+        s.open_folders()
+        remote = f"{s.run_dir}/copy; x 'y'.bin"
+        s.push_checked(src, remote)
+        back = tmp_path / "back (1).bin"
+        s.transport.pull([(remote, back)], 30)
+    assert hashlib.sha256(back.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert sorted(p.name for p in (tmp_path / "w w").iterdir()) == ["cache"]
