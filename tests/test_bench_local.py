@@ -100,7 +100,9 @@ def test_benchmark_model_runner_flags_cache_and_repeats(tmp_path):
         f'[[device]]\nname = "host"\ntarget = "local"\nrunner = "benchmark_model"\n'
         f'workdir = "{work}"\nbenchmark_model = {{ "*" = "{binary}" }}\n'
     )
-    s = BenchSettings(threads=[2], runs=7, warmup=3, min_secs=0.5, repeats=3, use_xnnpack=False)
+    s = BenchSettings(
+        threads=[2], runs=7, warmup=3, min_secs=0.5, repeats=3, use_xnnpack=False, peak_memory=True
+    )
     run = bench_models([TINY], ["host"], s, inv)
     assert not run.failures, run.failures
     (res,) = run.results
@@ -124,6 +126,7 @@ def test_benchmark_model_runner_flags_cache_and_repeats(tmp_path):
     ):
         assert f in flags, calls[0]
     assert any(f.startswith("--graph=") and f.endswith("bench_tiny.tflite") for f in flags)
+    assert "--report_peak_memory_footprint=true" in flags
     stamp = cached[0].stat().st_mtime_ns
     run2 = bench_models([TINY], ["host"], s, inv)
     assert (

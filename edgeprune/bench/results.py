@@ -187,6 +187,7 @@ class BenchSettings(_Plain):
     runner: str | None = None
     affinity: str | None = None
     lock_wait_s: float = 600.0
+    peak_memory: bool = False  # benchmark_model --report_peak_memory_footprint (a sampling thread)
 
     def __post_init__(self):
         from edgeprune.errors import EdgepruneError

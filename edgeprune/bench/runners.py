@@ -235,6 +235,8 @@ class BenchmarkModelRunner(Runner):
                 f"--max_secs={settings.max_secs:g}",
                 f"--use_xnnpack={'true' if settings.use_xnnpack else 'false'}",
             ]
+            if settings.peak_memory:
+                argv.append("--report_peak_memory_footprint=true")
             r, before, after = session.run_measured(argv, run_timeout(settings), redirect_stderr=True)
             thermal += [before, after]
             try:
@@ -255,6 +257,8 @@ class BenchmarkModelRunner(Runner):
                 medians.append(o.inference_avg_us)
                 if "this build prints no median: the average stands in" not in notes:
                     notes.append("this build prints no median: the average stands in")
+        if settings.peak_memory:
+            notes.append("peak memory was sampled by a monitoring thread, which can slow the runs")
         if len(outputs) < 3:
             notes.append(f"spread from {len(outputs)} invocation(s) only: use --repeats 3 or more")
         last = outputs[-1]

@@ -178,6 +178,11 @@ def devices(targets, inventory, binaries, as_json):
 )
 @click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate.")
 @click.option(
+    "--peak-memory",
+    is_flag=True,
+    help="benchmark_model: also sample peak memory (a monitoring thread that can skew latency).",
+)
+@click.option(
     "--max-cv",
     default=0.10,
     show_default=True,
@@ -201,6 +206,7 @@ def bench(
     runner,
     affinity,
     no_xnnpack,
+    peak_memory,
     max_cv,
     inventory,
     binaries,
@@ -235,6 +241,7 @@ def bench(
         max_cv=max_cv,
         runner=runner,
         affinity=affinity,
+        peak_memory=peak_memory,
     )
     out_dir = Path(out) if out else Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     check_out_dir(out_dir, force, [Path(m) for m in models])  # fail before any device is touched
