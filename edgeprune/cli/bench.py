@@ -118,17 +118,17 @@ def devices(targets, inventory, binaries, as_json):
         click.echo(json.dumps([i.to_dict() for i in infos], indent=1))
         return 0
     for i in infos:
+        label = i.target if i.name == i.target else f"{i.name} ({i.target})"
         if not (i.reachable and i.authorized):
-            click.echo(f"{i.name:<14} {i.target:<28} UNAVAILABLE  {i.error}")
+            click.echo(f"{label:<34} UNAVAILABLE  {i.error}")
             continue
-        freqs = sorted({c.max_freq_khz for c in i.cores if c.max_freq_khz}, reverse=True)
-        cores = f"{len(i.cores)} cores" + (
-            " @ " + "/".join(f"{f / 1e6:.2f}" for f in freqs) + " GHz" if freqs else ""
-        )
+        freqs = sorted({c.max_freq_khz for c in i.cores if c.max_freq_khz})
+        clusters = "+".join(f"{sum(c.max_freq_khz == f for c in i.cores)}x{f / 1e6:.2f}" for f in freqs)
+        cores = f"{len(i.cores)} cores" + (f" ({clusters} GHz)" if freqs else "")
         temp = i.thermal.max_temp_c if i.thermal else None
         ident = " ".join(x for x in (i.manufacturer, i.model) if x) or "?"
         click.echo(
-            f"{i.name:<14} {i.target:<28} ok  {ident} | SoC {i.soc or '?'} | {i.abi or '?'} | {cores} | "
+            f"{label:<34} ok  {ident} | SoC {i.soc or '?'} | {i.abi or '?'} | {cores} | "
             f"{i.os or '?'} | runners: {', '.join(i.runners) or 'none'}"
             f"{' (' + ', '.join(i.runtimes) + ')' if i.runtimes else ''} | "
             f"temp {'?' if temp is None else f'{temp:.1f} C'}"
