@@ -17,6 +17,7 @@ and NumPy arrays do.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import os
@@ -378,6 +379,7 @@ def _translate_layer_config(class_name: str, config: dict) -> tuple[type, dict, 
 # --- operations Keras 3 records in functional graphs (x + 3.0, x[:, :4], ops.mean, ...)
 
 
+@functools.lru_cache(maxsize=1)
 def _tf_ops() -> dict[str, Callable]:
     """Keras 3 operation class -> function(call args..., **constructor config) computing the same
     thing with TensorFlow symbols, which tf_keras records as TFOpLambda layers."""
@@ -408,7 +410,6 @@ def _tf_ops() -> dict[str, Callable]:
         "Negative": lambda x: -x,
         "Power": lambda x1, x2: x1 ** x2,
         "Absolute": lambda x: tf.math.abs(x),
-        "Abs": lambda x: tf.math.abs(x),
         "Square": lambda x: tf.math.square(x),
         "Sqrt": lambda x: tf.math.sqrt(x),
         "Exp": lambda x: tf.math.exp(x),
@@ -579,10 +580,9 @@ def _is_op_entry(entry: dict) -> bool:
     module = entry.get("module")
     if module is not None:
         return str(module).startswith("keras.src.ops") or str(module).startswith("keras.ops")
-    # Keras 3 .h5 files drop "module": an operation has no "trainable"/"dtype" in its config,
-    # every layer has both.
+    # Keras 3 .h5 files drop "module": every layer config has "trainable", no operation's has.
     config = entry.get("config") or {}
-    return "trainable" not in config and "dtype" not in config and entry.get("class_name") in _tf_ops()
+    return "trainable" not in config and entry.get("class_name") in _tf_ops()
 
 
 class _Planner:
