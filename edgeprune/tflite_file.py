@@ -5,6 +5,7 @@ the checks on every export."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,7 @@ def read(path_or_bytes: Path | str | bytes, name: str | None = None) -> TFLiteIn
                              "give a .tflite file written by the TFLite converter")
     try:
         model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    except (IndexError, ValueError, TypeError, UnicodeDecodeError) as e:
+    except (IndexError, ValueError, TypeError, UnicodeDecodeError, struct.error) as e:
         raise InputFileError(f"{label} is corrupt or truncated ({type(e).__name__})",
                              "export it again") from None
     type_names = _enum_names(schema.TensorType)

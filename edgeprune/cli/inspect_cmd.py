@@ -51,5 +51,5 @@ def inspect(path, as_json, show_all):
         rows.append([str(t.index), name, t.dtype, "x".join(map(str, t.shape)) or "scalar", f"{t.bytes:,}", zeros, q])
     if rows:
         click.echo("")
-        click.echo(table(["#", "tensor", "dtype", "shape", "bytes", "zeros", "quantization"], rows))
+        click.echo(table(["#", "tensor", "dtype", "shape", "bytes", "zeros", "quantization"], rows, left=(1, 2, 6)))
     return 0

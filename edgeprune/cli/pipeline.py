@@ -174,7 +174,7 @@ def prune(model, method, sparsity, schedule, frequency, skip, epochs, batch_size
     write_json_atomic(out.with_suffix(".sparsity.json"), report.to_dict())
     rows = [[lay.name, lay.kind, f"{lay.weights:,}", f"{lay.sparsity:.1%}", lay.reason or "pruned"]
             for lay in report.layers]
-    click.echo(table(["layer", "kind", "weights", "zeros", "note"], rows))
+    click.echo(table(["layer", "kind", "weights", "zeros", "note"], rows, left=(0, 1, 4)))
     click.echo(f"{method}: targeted layers {report.targeted_sparsity:.1%} zero, all kernels "
                f"{report.overall_sparsity:.1%}" + (" (2:4 pattern verified)" if report.m_by_n_ok else ""))
     click.echo(f"wrote {out}")

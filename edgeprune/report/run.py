@@ -67,23 +67,24 @@ def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def table(header: list[str], rows: list[list[str]], markdown: bool = False) -> str:
+def table(header: list[str], rows: list[list[str]], markdown: bool = False, left: tuple[int, ...] = (0,)) -> str:
+    """A plain-text (or markdown) table; columns in `left` are left-aligned, the rest right-aligned."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     if markdown:
         line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
         sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
         return "\n".join([line(header), sep, *map(line, rows)])
     line = lambda cells: "  ".join(  # noqa: E731
-        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        str(c).ljust(w) if i in left else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
 
 
 def terminal_summary(report: dict) -> str:
     header, rows = summary_rows(report)
     out = [table(header, rows)]
-    out.append("KB: raw .tflite size; gz: gzip -9; acc: top-1 through LiteRT; agree: top-1 agreement with the "
-               "baseline;\nzeros: zero fraction of the weights in the file; ms: host median latency; x: speed-up "
-               "vs baseline.")
+    out.append("KB: .tflite size; gz KB: gzip -9 size; acc: top-1 through LiteRT;\n"
+               "agree: top-1 agreement with the baseline; zeros: zero weights in the file;\n"
+               "ms@Nt: host median latency, N threads; x: speed-up vs baseline (first N).")
     for v in report["variants"]:
         if v["status"] != "ok":
             out.append(f"FAILED {v['name']}: {'; '.join(v['failures'])}")
