@@ -320,6 +320,17 @@ _LAYER_RULES.update({
     "GRU": _rule("GRU", dropped=[("seed", None), ("use_cudnn", None)]),
 })
 _LAYER_RULES["SimpleRNN"] = _rule("SimpleRNN", dropped=[("seed", None)])
+# Preprocessing and augmentation layers (augmentation is the identity at inference).
+_CHANNELS_LAST = ("data_format", ("channels_last", None))
+for _name in ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomBrightness",
+              "CenterCrop"):
+    _LAYER_RULES[_name] = _rule(_name, dropped=[_CHANNELS_LAST])
+_LAYER_RULES["RandomContrast"] = _rule("RandomContrast", dropped=[
+    _CHANNELS_LAST, ("value_range", ([0, 255], (0, 255)))])
+_LAYER_RULES["Resizing"] = _rule("Resizing", dropped=[
+    _CHANNELS_LAST, ("antialias", (False,)), ("fill_mode", ("constant",)), ("fill_value", (0.0, 0)),
+    ("pad_to_aspect_ratio", (False,))])
+_LAYER_RULES["Normalization"] = _rule("Normalization")
 _MODEL_CLASSES = {"Functional", "Sequential", "Model"}
 
 # Why some well-known Keras 3 layers are refused (shown in the error).
@@ -1205,6 +1216,9 @@ _REVERSE_DROPPED = {
     "SimpleRNN": {"time_major": (False,)},
     "Softmax": {"robust_masking": (False,)},
 }
+for _name in ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomBrightness",
+              "RandomContrast"):
+    _REVERSE_DROPPED[_name] = {"rng_type": None}  # how tf_keras draws random numbers in training
 _REVERSE_RENAMED = {"LeakyReLU": {"alpha": "negative_slope"}}
 # tf_keras activations with a different meaning (or none) in Keras 3.
 _REVERSE_REFUSED_ACTIVATIONS = {"hard_sigmoid": "tf_keras hard_sigmoid (slope 0.2) differs from Keras 3's"}

@@ -17,7 +17,8 @@ ops = keras.ops
 
 def image_layers():
     x = keras.Input((12, 12, 3), name="image")
-    h = L.Conv2D(6, 3, padding="same", activation="relu6", name="conv")(x)
+    h = L.Normalization(mean=0.5, variance=2.0, name="norm")(x)
+    h = L.Conv2D(6, 3, padding="same", activation="relu6", name="conv")(h)
     h = L.DepthwiseConv2D(3, padding="same", activation="leaky_relu", name="dw")(h)
     h = L.SeparableConv2D(6, 3, padding="same", activation="elu", name="sep")(h)
     h = L.BatchNormalization(name="bn")(h)
@@ -81,6 +82,9 @@ def sequence_layers():
     h = L.UpSampling1D(2, name="up1")(h)
     h = L.SpatialDropout1D(0.2, name="sdrop1")(h)
     e = L.Embedding(5, 6, name="embed")(tokens)
+    adapted = L.Normalization(name="adapted")
+    adapted.adapt(np.random.default_rng(1).standard_normal((20, 6)).astype("float32") * 3.0 + 1.0)
+    e = adapted(e)
     h = L.Concatenate(axis=1, name="join")([h, e])
     r1 = L.LSTM(5, return_sequences=True, name="lstm")(h)
     r2 = L.GRU(5, name="gru")(r1)
@@ -142,7 +146,27 @@ def shared_and_multi_output():
                        name="shared_and_multi_output")
 
 
-BUILDERS = [image_layers, sequence_layers, volume_layers, operations, sequential_with_expansion,
+def transfer_learning():
+    """The keras.io transfer-learning recipe: augmentation, preprocess_input (two operations), a
+    frozen MobileNetV2 base called with training=False, a new head."""
+    augmentation = keras.Sequential([
+        L.RandomFlip("horizontal"), L.RandomRotation(0.1), L.RandomZoom(0.1), L.RandomTranslation(0.1, 0.1),
+        L.RandomContrast(0.1), L.RandomBrightness(0.1),
+    ], name="augmentation")
+    base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    base.trainable = False
+    inputs = keras.Input((36, 36, 3), name="photo")
+    x = augmentation(inputs)
+    x = L.Resizing(34, 34, name="resize")(x)
+    x = L.CenterCrop(32, 32, name="center")(x)
+    x = keras.applications.mobilenet_v2.preprocess_input(x)
+    x = base(x, training=False)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dropout(0.2, name="drop")(x)
+    return keras.Model(inputs, L.Dense(5, name="head")(x), name="transfer_learning")
+
+
+BUILDERS = [image_layers, transfer_learning, sequence_layers, volume_layers, operations, sequential_with_expansion,
             shared_and_multi_output]
 
 
@@ -204,6 +228,8 @@ def test_zoo_model_translates_and_returns(zoo, tmp_path, name):
     x = [rng.integers(0, 5, (3, *t.shape[1:])).astype(t.dtype) if "int" in str(t.dtype)
          else rng.standard_normal((3, *t.shape[1:])).astype("float32") for t in original.inputs]
     x = x[0] if len(x) == 1 else x
+    if name == "transfer_learning":
+        x = (x + 2.0) * 50.0  # images in 0..255
     expected = tf.nest.flatten(original(x, training=False))
     got = tf.nest.flatten(model(x, training=False))
     for e, g in zip(expected, got):
