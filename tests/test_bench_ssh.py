@@ -130,7 +130,8 @@ def test_remote_without_a_tflite_runtime_names_what_to_install(sshd, tmp_path):
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["cache"]  # the run folder went away too
 
 
-def test_ctrl_c_removes_the_remote_run_folder(sshd, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_removes_the_remote_run_folder(sshd, tmp_path, sig):
     remote = tmp_path / "w"
     inv = inventory(tmp_path, sshd.inventory_entry("board", python=sys.executable, workdir=str(remote)))
     p = subprocess.Popen(
@@ -159,7 +160,7 @@ def test_ctrl_c_removes_the_remote_run_folder(sshd, tmp_path):
     while time.monotonic() < deadline and not any(remote.glob("run-*/m0/*.tflite")):
         time.sleep(0.1)
     time.sleep(1.0)  # the runner is timing now
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("error: ")  # "aborted": click turns Ctrl-C into Abort

@@ -44,6 +44,17 @@ class _StderrReporter(progress.Reporter):
         self.line(message)
 
 
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (a CI job cancelled, `kill`) cleans up the devices the way Ctrl-C does."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def _threads(ctx, param, value: str | None) -> list[int] | None:
     if value is None:
         return None
@@ -247,6 +258,7 @@ def bench(
     check_out_dir(out_dir, force, [Path(m) for m in models])  # fail before any device is touched
     inv = load_inventory(inventory) if inventory else None
     progress.set_reporter(_StderrReporter())
+    _terminate_like_ctrl_c()
     run = bench_models(list(models), list(targets), settings, inv, _binaries(binaries))
     paths = write_run(run, out_dir, force)
     click.echo(render_md(run))
