@@ -673,8 +673,10 @@ class _Planner:
             if _is_op_entry(raw):
                 return self._plan_op(name, class_name, raw, config, nodes)
             module = str(raw.get("module") or "keras.layers")
-            registered = raw.get("registered_name")
-            if not module.startswith("keras") or (registered and registered != class_name and ">" in str(registered)):
+            registered = str(raw.get("registered_name") or "")
+            # Built-in layers live in keras.*; keras_hub/keras_cv/user layers are custom code, and
+            # .h5 files name registered custom classes "package>Class".
+            if not (module == "keras" or module.startswith("keras.")) or ">" in registered or ">" in class_name:
                 raise _Untranslatable("custom layer: its computation is Python code outside Keras")
             tfk_class, tfk_config, expansion = _translate_layer_config(class_name, config)
             if tfk_class is not None:

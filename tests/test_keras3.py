@@ -263,6 +263,7 @@ def test_every_untranslatable_layer_is_listed(tmp_path, fmt):
     for name in ("first_custom", "second_custom", "holder/nested_custom", "odd_activation"):
         assert name in message
     assert "4 layer(s)" in message
+    assert message.count("custom layer") == 3
     assert "hard_shrink" in message
 
 
