@@ -50,7 +50,7 @@ def cli() -> None:
 
     \b
     Start with:  edgeprune run models/mobilenet_v2_fashion.toml
-    Then:        edgeprune bench run/*.tflite --target local --target adb:SERIAL
+    Then:        edgeprune bench runs/NAME/tflite/*.tflite --target local --target adb:SERIAL
     """
 
 
