@@ -86,13 +86,15 @@ def _x_of(data):
 
 
 def prune_channels(model, config: ChannelConfig | None = None, data=None, fine_tune: FineTune | None = None, *,
-                   fine_tune_epochs: int = 1, recalibrate_bn: bool | None = None) -> ChannelResult:
+                   fine_tune_epochs: int = 1, recalibrate_bn: bool | None = None,
+                   latency_probe: Callable[["keras.Model"], float] | None = None) -> ChannelResult:
     """Remove channels from `model` as `config` says and return the smaller model with its plan.
 
     data: (x, y) arrays, needed by criterion="taylor"; also used to re-estimate BatchNormalization
     statistics after surgery (recalibrate_bn, on by default when data is given) and as the
     representative set in latency mode. fine_tune(model, epochs) -> model runs after every pruning step
-    (`iterative_steps`) with `fine_tune_epochs`."""
+    (`iterative_steps`) with `fine_tune_epochs`. latency_probe(model) -> ms replaces the host LiteRT
+    measurement in latency mode (for another target)."""
     cfg = config if config is not None else ChannelConfig()
     if not isinstance(cfg, ChannelConfig):
         raise RecipeError(f"config must be a ChannelConfig, got {type(cfg).__name__}",
@@ -112,7 +114,7 @@ def prune_channels(model, config: ChannelConfig | None = None, data=None, fine_t
     if cfg.budget == "latency":
         from edgeprune.channels.latency import prune_for_latency  # noqa: PLC0415 (imports the exporter)
 
-        kept0, latency_before, latency_after, steps = prune_for_latency(model, graph0, cfg, data)
+        kept0, latency_before, latency_after, steps = prune_for_latency(model, graph0, cfg, data, latency_probe)
         current = rebuild(graph0, kept0)
         if recalibrate_bn:
             reestimate_bn(current, x)
