@@ -42,6 +42,13 @@ class _BarTask(progress.Task):
             self.status = status
         if self.tty:
             self._draw()
+        elif self.total and self.total >= 20:
+            # Not a terminal (a log file, CI): one line per tenth of the work.
+            tenth = self.done * 10 // self.total
+            if tenth > getattr(self, "_tenth", 0) and self.done < self.total:
+                self._tenth = tenth
+                click.echo(f"  {self.label}: {self.done}/{self.total} {time.monotonic() - self.start:.0f}s "
+                           f"{self.status}".rstrip(), err=True)
 
     def close(self):
         elapsed = time.monotonic() - self.start
