@@ -189,3 +189,28 @@ def test_sftp_push_and_pull_keep_sha256_with_odd_names(sshd, tmp_path):
         s.transport.pull([(remote, back)], 30)
     assert hashlib.sha256(back.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
     assert sorted(p.name for p in (tmp_path / "w w").iterdir()) == ["cache"]
+
+
+def test_two_targets_on_one_machine_take_turns(sshd, tmp_path):
+    """`local` and ssh to this host share one work folder: the device lock makes them take turns."""
+    import datetime as dt
+
+    shared = str(tmp_path / "shared")
+    inv = inventory(
+        tmp_path,
+        sshd.inventory_entry("loop", python=sys.executable, workdir=shared)
+        + f'[[device]]\nname = "here"\ntarget = "local"\nworkdir = "{shared}"\n',
+    )
+    run = bench_models(
+        [TINY], ["here", "loop"], BenchSettings(threads=[1], runs=3, warmup=0, min_secs=1), inv
+    )
+    assert not run.failures, run.failures
+    spans = sorted(
+        (
+            dt.datetime.fromisoformat(r.started).timestamp(),
+            dt.datetime.fromisoformat(r.started).timestamp() + r.wall_s,
+        )
+        for r in run.results
+    )
+    assert len(spans) == 2 and spans[0][1] <= spans[1][0], spans  # never measured at the same time
+    assert sorted(p.name for p in Path(shared).iterdir()) == ["cache"]

@@ -181,7 +181,8 @@ class DeviceSession:
     def __init__(self, spec: DeviceSpec, run_id: str | None = None):
         self.spec = spec
         self.transport = spec.make_transport()
-        self.run_id = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        # unique per session: two targets can share one work folder (local and ssh to this host)
+        self.run_id = (run_id or time.strftime("%Y%m%d-%H%M%S")) + "-" + secrets.token_hex(3)
         self.base: str | None = None
         self.run_dir: str | None = None
         self.info: DeviceInfo | None = None

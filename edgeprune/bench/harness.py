@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import platform
 import re
-import secrets
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -186,6 +185,7 @@ def _bench_device(
                         first = False
                         task.advance(0, f"{m.name} x{t}")
                         t0 = time.monotonic()
+                        started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
                         try:
                             meas = runner.measure(session, remote[m.path], t, prefix, settings)
                         except MeasurementError as e:
@@ -237,6 +237,7 @@ def _bench_device(
                                 flags=flags,
                                 notes=notes,
                                 wall_s=wall,
+                                started=started,
                             )
                         )
                         task.advance(1, f"{m.name} x{t}: median {meas.stats.median_us / 1000:.3f} ms")
@@ -281,7 +282,7 @@ def bench_models(
         inventory = load_inventory(inventory)
     models = [inspect_model(p) for p in paths]
     specs = [_with_binaries(s, benchmark_model) for s in resolve_targets(list(targets or []), inventory)]
-    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    run_id = time.strftime("%Y%m%d-%H%M%S")  # each device session adds its own suffix
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     outcomes = _in_parallel(lambda s: _bench_device(s, models, settings, run_id), specs)
     run = BenchRun(

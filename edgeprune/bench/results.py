@@ -245,6 +245,7 @@ class BenchResult(_Plain):
     flags: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    started: str = ""  # UTC, ISO 8601 with milliseconds: when the runner command was sent
 
 
 @dataclass(frozen=True)
