@@ -381,6 +381,7 @@ class DeviceSession:
         owner = f"{socket.gethostname()} {os.getpid()} {self.run_id}"
         take = f"mkdir {quote(lock)} 2>/dev/null && printf '%s\\n' {quote(owner)} > {quote(lock + '/owner')}"
         deadline = time.monotonic() + wait_s
+        waits = 0
         while True:
             if self.transport.shell(take, PROBE_TIMEOUT).returncode == 0:
                 self.lock_path = lock
@@ -398,7 +399,8 @@ class DeviceSession:
                     f"{self.label}: the device is busy with another edgeprune run ({held or 'owner unknown'})",
                     f"wait for it to finish, or remove {lock} on the device if no run is going",
                 )
-            proc.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+            waits += 1  # back off: quick hand-over after a short run, few round trips during a long one
+            proc.sleep(min(0.25 * 2**waits, 2.0, max(0.1, deadline - time.monotonic())))
 
     @property
     def cache_dir(self) -> str:

@@ -67,6 +67,15 @@ def _ms(us: float | None) -> str:
     return "" if us is None else f"{us / 1000:.3f}"
 
 
+def _temps(r) -> str:
+    """Hottest zone before -> after the run."""
+    b = r.thermal_before.max_temp_c if r.thermal_before else None
+    a = r.thermal_after.max_temp_c if r.thermal_after else None
+    if a is None and b is None:
+        return ""
+    return f"{'?' if b is None else f'{b:.1f}'} -> {'?' if a is None else f'{a:.1f}'}"
+
+
 def render_md(run: BenchRun) -> str:
     lines = [f"# Benchmark {run.created}", ""]
     s = run.settings
@@ -101,15 +110,16 @@ def render_md(run: BenchRun) -> str:
             "",
             f"## {d.name} ({d.target})",
             "",
-            "| model | threads | mask | runner | median ms | mean ms | p90 ms | p95 ms | CV | n | memory | flags |",
-            "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+            "| model | threads | mask | runner | median ms | mean ms | p90 ms | p95 ms | CV | n | memory | temp C "
+            "| flags |",
+            "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
         ]
         for r in rows:
             mem = "" if r.memory is None or r.memory.mb is None else f"{r.memory.mb:.1f} MB {r.memory.kind}"
             lines.append(
                 f"| {r.model} | {r.threads} | {r.cpu_mask or ''} | {r.runner} | {_ms(r.stats.median_us)} | "
                 f"{_ms(r.stats.mean_us)} | {_ms(r.stats.p90_us)} | {_ms(r.stats.p95_us)} | {r.stats.cv:.1%} | "
-                f"{r.stats.count} {r.stats.source} | {mem} | {', '.join(r.flags)} |"
+                f"{r.stats.count} {r.stats.source} | {mem} | {_temps(r)} | {', '.join(r.flags)} |"
             )
         notes = sorted({n for r in rows for n in r.notes})
         if notes:
