@@ -165,3 +165,11 @@ def test_affinity_masks_from_max_frequencies():
     with pytest.raises(DeviceError, match="selects none"):
         cpu_mask(cores, "100")
     assert parse_cpu_list("0-2,5") == [0, 1, 2, 5]
+
+
+def test_runtime_hint_knows_where_ai_edge_litert_has_wheels():
+    from edgeprune.bench.runners import _runtime_hint
+
+    assert "32-bit ARM" in _runtime_hint("python3", "armv7l", "3.11.2")
+    assert "3.10-3.13" in _runtime_hint("python3", "aarch64", "3.9.2")
+    assert "pip install ai-edge-litert" in _runtime_hint("/venv/bin/python", "aarch64", "3.11.2")

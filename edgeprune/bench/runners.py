@@ -94,6 +94,27 @@ class Runner(ABC):
         """Measures one model at one thread count."""
 
 
+def _runtime_hint(python: str, abi: str | None, py_version: str | None) -> str:
+    """What to install, given what ai-edge-litert has wheels for (64-bit Linux and macOS, CPython
+    3.10-3.13; no 32-bit ARM wheel)."""
+    install = (
+        f"install one on the device: `{python} -m pip install ai-edge-litert` (on Raspberry Pi OS inside a "
+        'venv, then set python = "/path/to/venv/bin/python" in the inventory)'
+    )
+    if abi and (abi.startswith("armv7") or abi.startswith("armv6") or abi == "armeabi-v7a"):
+        return (
+            f"ai-edge-litert has no wheel for 32-bit ARM ({abi}): install a 64-bit OS, or use the benchmark_model "
+            "runner with a binary built for this ABI"
+        )
+    try:
+        minor = tuple(int(x) for x in (py_version or "").split(".")[:2])
+    except ValueError:
+        minor = ()
+    if minor and not (3, 10) <= minor <= (3, 13):
+        return f"ai-edge-litert wheels need Python 3.10-3.13 (the device has {py_version}): {install}"
+    return install
+
+
 class PythonRunner(Runner):
     name = "python"
 
@@ -119,8 +140,7 @@ class PythonRunner(Runner):
             raise DeviceError(
                 f"{session.label}: no TFLite runtime for {session.python} (Python {info.python_version}): none of "
                 "ai_edge_litert, tflite_runtime or tensorflow imports",
-                f"install one on the device: `{session.python} -m pip install ai-edge-litert` (on Raspberry Pi OS "
-                'inside a venv, then set python = "/path/to/venv/bin/python" in the inventory)',
+                _runtime_hint(session.python, info.abi, info.python_version),
             )
         self.remote_script, self.script_sha = session.cached(RUNNER_FILE)
 
