@@ -191,17 +191,17 @@ def _tf():
     return tf
 
 
-def _hard_sigmoid(x, base: str):
+def _hard_sigmoid(x, base: str, fresh: Callable[[str], str]):
     """Keras 3 hard_sigmoid, relu6(x + 3) / 6, built as tf_keras writes it in MobileNetV3 (the
     TFLite converter recognises this pattern). tf_keras' own `hard_sigmoid` is a different
     function (slope 0.2), so it must not be used."""
     keras = _tfk()
-    return keras.layers.ReLU(6.0, name=f"{base}_relu6")(x + 3.0) * (1.0 / 6.0)
+    return keras.layers.ReLU(6.0, name=fresh(f"{base}_relu6"))(x + 3.0) * (1.0 / 6.0)
 
 
-def _hard_silu(x, base: str):
+def _hard_silu(x, base: str, fresh: Callable[[str], str]):
     keras = _tfk()
-    return keras.layers.Multiply(name=f"{base}_hard_swish")([x, _hard_sigmoid(x, base)])
+    return keras.layers.Multiply(name=fresh(f"{base}_hard_swish"))([x, _hard_sigmoid(x, base, fresh)])
 
 
 _EXPANDED_ACTIVATIONS: dict[str, Callable] = {
@@ -763,6 +763,17 @@ def _build(plan: _ModelPlan) -> _Built:
     layers: dict = {}
     nested_functional = set()
     pending = []
+    taken = {e.name for e in plan.entries}
+
+    def fresh(name: str) -> str:
+        """A layer name for the layers an expansion adds, unique in this model."""
+        candidate, n = name, 0
+        while candidate in taken:
+            n += 1
+            candidate = f"{name}_{n}"
+        taken.add(candidate)
+        return candidate
+
     for e in plan.entries:
         if e.kind == "input":
             tensors[(e.name, 0)] = keras.Input(batch_shape=e.batch_shape, dtype=e.dtype, sparse=e.sparse, name=e.name)
@@ -779,7 +790,8 @@ def _build(plan: _ModelPlan) -> _Built:
     def lookup(ref: _Ref):
         key = (ref.layer, ref.node)
         if key not in tensors:
-            raise KeyError(key)
+            raise ModelError(f"the Keras 3 model {plan.name} refers to call {ref.node} of layer {ref.layer}, "
+                             "which does not exist", hint="the model config is inconsistent; save it again")
         out = tensors[key]
         if isinstance(out, (list, tuple)):
             return out[ref.tensor]
@@ -799,7 +811,7 @@ def _build(plan: _ModelPlan) -> _Built:
                 continue
             args = _map_refs(args, lookup)
             kwargs = {k: v for k, v in _map_refs(kwargs, lookup).items() if v is not None}
-            tensors[(e.name, i)] = _apply(e, layers.get(e.name), args, kwargs)
+            tensors[(e.name, i)] = _apply(e, layers.get(e.name), args, kwargs, fresh)
             progressed = True
         if not progressed:
             names = sorted({e.name for e, _ in remaining})
@@ -838,16 +850,16 @@ def _build_sequential(plan: _ModelPlan) -> _Built:
     return _Built(plan, model, tensors, children)
 
 
-def _apply(e: _Entry, layer, args, kwargs):
+def _apply(e: _Entry, layer, args, kwargs, fresh: Callable[[str], str]):
     if e.kind == "op":
         if e.op_fn is None:
-            return e.expansion(args[0], e.name)
+            return e.expansion(args[0], e.name, fresh)
         return e.op_fn(*args, **kwargs, **e.op_config)
     if layer is None:  # an Activation layer replaced by its expansion
-        return e.expansion(args[0], e.name)
+        return e.expansion(args[0], e.name, fresh)
     out = layer(*args, **kwargs)
     if e.expansion is not None:
-        out = e.expansion(out, e.name)
+        out = e.expansion(out, e.name, fresh)
     return out
 
 

@@ -140,6 +140,8 @@ def shared_and_multi_output():
     i = keras.Input((6,), name="inner_in")
     block = keras.Model(i, L.Dense(6, name="inner_dense")(i) * 0.5, name="block")
     ha, hb = block(shared(a)), block(shared(b))
+    swish = L.Activation("hard_swish", name="shared_swish")
+    ha, hb = swish(ha), swish(hb)
     seq = L.Reshape((2, 6), name="stack")(L.Concatenate(name="cat")([ha, hb]))
     out, state_h, state_c = L.LSTM(3, return_state=True, name="lstm_state")(seq)
     return keras.Model([a, b], {"out": out, "h": state_h, "c": L.Add(name="mix")([state_c, shared(ha)[:, :3]])},
