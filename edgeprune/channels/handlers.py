@@ -6,6 +6,7 @@ input and output channels are one and the same). The graph joins ports and tenso
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Callable
 
@@ -43,8 +44,8 @@ def _channels(shapes, key) -> int | None:
     return shape[-1] if shape else None
 
 
-class Handler:
-    """Base: a layer this module has no rule for."""
+class Handler(abc.ABC):
+    """How one layer type's channels relate; `relate` is the one method every handler defines."""
 
     kinds: tuple[str, ...] = ()
 
@@ -54,8 +55,9 @@ class Handler:
     def ports(self, op: Op, shapes) -> dict[str, int]:
         return {}
 
+    @abc.abstractmethod
     def relate(self, op: Op, g) -> None:
-        raise NotImplementedError
+        """Join, lay out, fix or mark as produced the channel nodes of this call (see ChannelGraph)."""
 
     def weights(self, layer) -> list[WeightAxis]:
         return []
@@ -481,6 +483,10 @@ class RefusedHandler(Handler):
 
     def refuse(self, op, shapes):
         return self.reasons[op.kind]
+
+    def relate(self, op, g):
+        for key in op.inputs + op.outputs:
+            g.fix(g.tensor(key), f"{op.name!r}: {self.reasons[op.kind]}")
 
 
 class FrozenHandler(Handler):

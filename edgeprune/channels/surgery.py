@@ -36,6 +36,7 @@ def rebuild(graph: ChannelGraph, kept: dict[int, np.ndarray]) -> "keras.Model":
             port_kept = _port_kept(graph, op.name, kept)
             config = handler.config(op.layer.get_config(), port_kept, op)
             config["name"] = op.name
+            config.pop("batch_input_shape", None)  # a Sequential's first layer: its input may have shrunk
             layers[op.name] = (type(op.layer).from_config(config), port_kept)
         layer = layers[op.name][0]
 
