@@ -3,22 +3,32 @@ runner on a real .tflite, the run folder and its refusal rules, and the benchmar
 flags, caching and parsing with a stand-in binary (a script printing a recorded output)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from edgeprune.bench import BenchRun, BenchSettings, bench_models
+from edgeprune.bench import BenchRun, BenchSettings, DeviceSpec, bench_models
 
 FIX = Path(__file__).parent / "fixtures"
 TINY = FIX / "bench_tiny.tflite"
 QUICK = ["--runs", "5", "--warmup", "1", "--min-secs", "0.05"]
 
 
-def test_cli_bench_local_writes_the_run_folder(cli_run, tmp_path):
+@pytest.fixture
+def own_tmp(tmp_path):
+    """`local` keeps its work folder under TMPDIR: a test's own, so that nobody else's bench of
+    this host (which holds the device lock) can make the test wait."""
+    d = tmp_path / "tmpdir"
+    d.mkdir()
+    return {"TMPDIR": str(d)}
+
+
+def test_cli_bench_local_writes_the_run_folder(cli_run, tmp_path, own_tmp):
     out = tmp_path / "run"
-    r = cli_run("bench", TINY, "--target", "local", "--threads", "1,2", *QUICK, "--out", out)
+    r = cli_run("bench", TINY, "--target", "local", "--threads", "1,2", *QUICK, "--out", out, env=own_tmp)
     assert r.returncode == 0, r.stderr
     assert "[local]" in r.stderr and "median" in r.stderr  # per-device progress on stderr
     run = BenchRun.load(out / "bench.json")
@@ -36,10 +46,10 @@ def test_cli_bench_local_writes_the_run_folder(cli_run, tmp_path):
     assert rows[0].startswith("device,target,model") and len(rows) == 3
     assert not list(out.glob(".*tmp"))  # no temp files left behind
 
-    again = cli_run("bench", TINY, *QUICK, "--out", out)
+    again = cli_run("bench", TINY, *QUICK, "--out", out, env=own_tmp)
     assert again.returncode == 2
     assert again.stderr.strip().splitlines()[-1].startswith("error: ") and "--force" in again.stderr
-    forced = cli_run("bench", TINY, *QUICK, "--out", out, "--force")
+    forced = cli_run("bench", TINY, *QUICK, "--out", out, "--force", env=own_tmp)
     assert forced.returncode == 0, forced.stderr
 
 
@@ -61,7 +71,7 @@ def test_cli_bad_input_is_one_error_line_exit_2(cli_run, tmp_path, args, needle)
     assert not (tmp_path / "o" / "bench.json").exists()
 
 
-def test_bench_path_never_imports_tensorflow(tmp_path):
+def test_bench_path_never_imports_tensorflow(tmp_path, own_tmp):
     code = (
         "import sys\n"
         "from edgeprune.bench import bench_models, BenchSettings\n"
@@ -69,7 +79,8 @@ def test_bench_path_never_imports_tensorflow(tmp_path):
         "assert run.results and not run.failures, run.failures\n"
         "assert 'tensorflow' not in sys.modules, 'bench imported tensorflow'\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, **own_tmp}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
 
 
@@ -136,7 +147,8 @@ def test_benchmark_model_runner_flags_cache_and_repeats(tmp_path):
 
 
 def test_benchmark_model_runner_without_a_binary_names_the_fix(tmp_path):
-    run = bench_models([TINY], ["local"], BenchSettings(runner="benchmark_model", runs=1))
+    here = DeviceSpec(name="local", kind="local", workdir=str(tmp_path / "device"))
+    run = bench_models([TINY], [here], BenchSettings(runner="benchmark_model", runs=1))
     (f,) = run.failures
     assert "no benchmark_model binary for ABI" in f.reason and "--benchmark-model" in f.reason
     assert not run.results

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_tool
-from edgeprune.bench import BenchRun, BenchSettings, bench_models, load_inventory, probe_devices
+from edgeprune.bench import BenchRun, BenchSettings, DeviceSpec, bench_models, load_inventory, probe_devices
 from sshd_fixture import free_port, start_sshd
 
 TINY = Path(__file__).parent / "fixtures" / "bench_tiny.tflite"
@@ -111,7 +111,8 @@ def test_closed_port_fails_fast_and_the_other_device_is_kept(sshd, tmp_path):
         .replace("127.0.0.1", "127.0.0.1"),
     )
     t0 = time.monotonic()
-    run = bench_models([TINY], ["board", "local"], BenchSettings(runs=3, warmup=0, min_secs=0.01), inv)
+    here = DeviceSpec(name="local", kind="local", workdir=str(tmp_path / "here"))
+    run = bench_models([TINY], ["board", here], BenchSettings(runs=3, warmup=0, min_secs=0.01), inv)
     assert time.monotonic() - t0 < 30
     assert [r.device for r in run.results] == ["local"]
     (f,) = run.failures
