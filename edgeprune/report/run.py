@@ -25,9 +25,13 @@ def load_run_report(path: Path | str) -> dict:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise SchemaError(f"{p} is not an edgeprune run report (schema {data.get('schema') if isinstance(data, dict) else None!r})",
                           "give a report.json written by `edgeprune run`")
-    if data.get("version") not in SUPPORTED_VERSIONS:
-        raise SchemaError(f"{p} has report schema version {data.get('version')!r}; this edgeprune reads "
-                          f"version {', '.join(map(str, SUPPORTED_VERSIONS))}", "upgrade edgeprune to read it")
+    version = data.get("version")
+    if version not in SUPPORTED_VERSIONS:
+        older = isinstance(version, int) and version < min(SUPPORTED_VERSIONS)
+        raise SchemaError(f"{p} has report schema version {version!r}"
+                          f"{', written by an older edgeprune' if older else ''}; this edgeprune reads "
+                          f"version {', '.join(map(str, SUPPORTED_VERSIONS))}",
+                          "rerun the recipe to write it again" if older else "upgrade edgeprune to read it")
     return data
 
 
@@ -160,7 +164,7 @@ def render_markdown(report: dict) -> str:
         if v.get("channels"):
             lines += ["", "| layer | channels before | after |", "|---|---:|---:|"]
             for lay in v["channels"]["layers"]:
-                lines.append(f"| {lay.get('name')} | {lay.get('before')} | {lay.get('after')} |")
+                lines.append(f"| {lay.get('layer', lay.get('name'))} | {lay.get('before')} | {lay.get('after')} |")
         lines.append("")
     lines += ["## Reading this report", "",
               "Zeroed weights shrink the file only after compression (compare KB with gz KB) unless the sparse "
