@@ -220,3 +220,10 @@ def test_rebuild_keeps_names_and_structure(zoo_model):
     copy = rebuild(g, {})
     assert [l.name for l in copy.layers] == [l.name for l in zoo_model.layers]
     assert isinstance(copy, keras.Model)
+
+
+def test_iterative_steps_respect_max_ratio_of_the_original_width():
+    result = prune_channels(chain(), ChannelConfig(ratio=0.8, round_to=1, max_ratio=0.5, allocation="global",
+                                                   iterative_steps=3))
+    for grp in result.plan.groups:
+        assert len(grp.kept) >= grp.size * 0.5

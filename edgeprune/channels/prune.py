@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from edgeprune._tf import keras
-from edgeprune.channels.allocate import counts_for, counts_for_budget, kept_indices
+from edgeprune.channels.allocate import counts_for, counts_for_budget, kept_indices, min_kept
 from edgeprune.channels.config import ChannelConfig
 from edgeprune.channels.count import Counter
 from edgeprune.channels.graph import ChannelGraph
@@ -134,6 +134,7 @@ def prune_channels(model, config: ChannelConfig | None = None, data=None, fine_t
 def _prune_steps(model, graph0, counter0, before, cfg, data, x, fine_tune, fine_tune_epochs, recalibrate_bn):
     n = cfg.iterative_steps
     composed = {g.key: np.arange(g.size) for g in graph0.groups}
+    floor_of = {g.key: min_kept(g.size, cfg.max_ratio) for g in graph0.groups}  # max_ratio of the original
     current, graph, counter = model, graph0, counter0
     steps = []
     with task("channel pruning", total=n) as progress:
@@ -142,9 +143,10 @@ def _prune_steps(model, graph0, counter0, before, cfg, data, x, fine_tune, fine_
                 graph = ChannelGraph(current, cfg.protect)
                 counter = Counter(graph)
             scores = score_groups(current, graph, make_criterion(cfg.criterion, data))
+            floors = {g.root: floor_of[g.key] for g in graph.groups if g.key in floor_of}
             if cfg.budget == "ratio":
                 done, goal = cfg.ratio * (step - 1) / n, cfg.ratio * step / n
-                counts = counts_for(graph, scores, cfg, 1.0 - (1.0 - goal) / (1.0 - done))
+                counts = counts_for(graph, scores, cfg, 1.0 - (1.0 - goal) / (1.0 - done), floors)
             else:
                 measure = cfg.budget
                 target = cfg.macs_target if measure == "macs" else cfg.params_target
@@ -158,7 +160,8 @@ def _prune_steps(model, graph0, counter0, before, cfg, data, x, fine_tune, fine_
                 if goal_value >= now_value:
                     counts = {}
                 else:
-                    counts, _ = counts_for_budget(graph, scores, cfg, counter, goal_value / now_value, measure)
+                    counts, _ = counts_for_budget(graph, scores, cfg, counter, goal_value / now_value, measure,
+                                                  floors)
             kept = kept_indices(graph, scores, counts)
             for g in graph.groups:
                 if g.key not in composed:
