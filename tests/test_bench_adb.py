@@ -216,3 +216,12 @@ def test_a_hot_phone_is_flagged_throttled_not_hidden(phone, adb_env):
     assert "throttled" in res.flags
     assert res.thermal_before.thermal_status == 3 and res.thermal_after.max_temp_c == pytest.approx(82.5)
     assert any("Android thermal status 3" in n and "82.5 C" in n for n in res.notes), res.notes
+
+
+def test_a_wifi_serial_not_listed_yet_is_connected(adb_path, monkeypatch):
+    with AdbEmulator(props=PROPS) as dev, AdbServer(None, adb=adb_path) as srv:
+        monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(srv.port))
+        assert dev.serial not in srv.devices()
+        (info,) = probe_devices([f"adb:{dev.serial}"])
+        assert info.reachable and info.authorized and info.model == "Pixel Test 7", info.error
+        srv.run("disconnect", dev.serial, timeout=10)
