@@ -293,6 +293,7 @@ def run(recipe: Recipe, out: Path | str, force: bool = False, only: list[str] | 
                                  "failures": [f"internal: {type(e).__name__}: {' '.join(str(e).split())[:300]}"],
                                  "traceback": traceback.format_exc(limit=8)})
                 t.advance(1, v.name)
+        devices, bench_failures = _bench_on_devices(recipe, rows, work)
         report = {
             "schema": REPORT_SCHEMA, "version": REPORT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -301,7 +302,7 @@ def run(recipe: Recipe, out: Path | str, force: bool = False, only: list[str] | 
             "model": source.to_dict() | {"params": count_params(model), "input_shape": list(io_shape(model)[0])},
             "data": ds.describe(), "baseline": base_info, "strategy": recipe.strategy,
             "versions": versions(), "machine": machine(),
-            "variants": rows,
+            "variants": rows, "devices": devices, "device_failures": bench_failures,
         }
         _add_ratios(report)
         if recipe.source and Path(recipe.source).is_file():
@@ -315,6 +316,36 @@ def run(recipe: Recipe, out: Path | str, force: bool = False, only: list[str] | 
         if html_report is not None:
             write_text_atomic(work / "report.html", html_report.render_run(report))
     return report
+
+
+def _bench_on_devices(recipe: Recipe, rows: list[dict], work: Path) -> tuple[list[dict], list[dict]]:
+    """Measures every verified export on the recipe's device targets (all but `local`, which the
+    pipeline times itself) through the device harness, writes its bench.json/md/csv under
+    `bench/`, and adds its results to each variant's latency rows."""
+    targets = [t for t in recipe.bench.targets if t != "local"]
+    if not targets:
+        return [], []
+    from edgeprune.bench import BenchSettings, bench_models, write_run
+
+    by_file = {Path(v["tflite"]).name: v for v in rows if v.get("status") == "ok" and v.get("tflite")}
+    if not by_file:
+        return [], []
+    settings = BenchSettings(threads=list(recipe.bench.threads), runs=recipe.bench.runs, warmup=recipe.bench.warmup,
+                             min_secs=recipe.bench.min_secs)
+    progress.log(f"benchmarking {len(by_file)} exports on {', '.join(targets)}")
+    bench = bench_models([work / "tflite" / name for name in by_file], targets, settings,
+                         inventory=recipe.bench.inventory)
+    write_run(bench, work / "bench")
+    for r in bench.results:
+        v = by_file.get(r.model)
+        if v is None:
+            continue
+        s = r.stats
+        v.setdefault("latency", []).append({
+            "target": r.device, "threads": r.threads, "runs": s.count, "median_ms": s.median_us / 1e3,
+            "p5_ms": s.p5_us / 1e3, "p90_ms": s.p90_us / 1e3, "p95_ms": s.p95_us / 1e3, "mean_ms": s.mean_us / 1e3,
+            "cv": s.cv, "runtime": r.runner, "flags": list(r.flags), "stats_source": s.source})
+    return [d.to_dict() for d in bench.devices], [f.to_dict() for f in bench.failures]
 
 
 def _add_ratios(report: dict) -> None:

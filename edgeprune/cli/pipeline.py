@@ -68,9 +68,14 @@ def _load_keras(path):
 @click.option("--variants", default=None, help="Run only these variants (comma-separated names).")
 @click.option("--threads", callback=_csv_ints, default=None, help="Host thread counts, e.g. 1,2.")
 @click.option("--epochs", type=click.FloatRange(min=0), default=None, help="Baseline training epochs.")
+@click.option("--target", "targets", multiple=True,
+              help="Also benchmark every export on this device (adb:SERIAL, ssh:[user@]host[:port] or an "
+                   "inventory name). Repeatable; adds to the recipe's [bench] targets.")
+@click.option("--inventory", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Device inventory (TOML) for --target names.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of the table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def run(recipe, out, force, overrides, variants, threads, epochs, as_json, quiet):
+def run(recipe, out, force, overrides, variants, threads, epochs, targets, inventory, as_json, quiet):
     """Run the whole pipeline of RECIPE: baseline, every variant, verified exports, a report."""
     install_progress(quiet)
     from edgeprune import pipeline
@@ -83,6 +88,21 @@ def run(recipe, out, force, overrides, variants, threads, epochs, as_json, quiet
     if epochs is not None:
         extra.append(f"baseline.epochs={epochs}")
     r = recipe_mod.load(recipe, extra)
+    if targets:
+        r.bench.targets = list(dict.fromkeys([*r.bench.targets, *targets]))
+    if inventory:
+        r.bench.inventory = str(inventory)
+    if any(t != "local" for t in r.bench.targets):
+        from edgeprune.bench import parse_target  # fail on a malformed target before any training
+
+        inv = None
+        if r.bench.inventory:
+            from edgeprune.bench import load_inventory
+
+            inv = load_inventory(r.bench.inventory)
+        for t in r.bench.targets:
+            if t != "local" and not (inv is not None and t in {d.name for d in inv.devices}):
+                parse_target(t)
     only = [v.strip() for v in variants.split(",")] if variants else None
     if only:
         for name in only:
