@@ -9,31 +9,9 @@ import os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import contextlib  # noqa: E402
-import sys  # noqa: E402
+from edgeprune._native import quiet_native_stderr  # noqa: E402
 
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """TensorFlow's C++ side prints CUDA probing lines on import, before its log level applies.
-    They say nothing useful on a CPU machine, so file descriptor 2 is muted while it loads
-    (EDGEPRUNE_DEBUG=1 keeps them). Python exceptions still propagate as usual."""
-    if os.environ.get("EDGEPRUNE_DEBUG"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-with _quiet_native_stderr():
+with quiet_native_stderr():
     import tensorflow as tf  # noqa: E402
     import tf_keras as keras  # noqa: E402
 

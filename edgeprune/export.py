@@ -8,12 +8,14 @@ from __future__ import annotations
 import gzip
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgeprune import progress
+from edgeprune._native import quiet_native_stderr
 from edgeprune.errors import DataError, InternalError, RecipeError
 
 MODES = ("float32", "float16", "dynamic", "int8", "qat")  # qat: a quantize-aware model -> int8
@@ -51,7 +53,9 @@ def convert(model, mode: str = "float32", representative: np.ndarray | None = No
         converter.representative_dataset = gen
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:
-        with progress.task(f"convert ({mode}{', sparse' if sparse else ''})", None):
+        with progress.task(f"convert ({mode}{', sparse' if sparse else ''})", None), quiet_native_stderr(), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the converter's notes on calibration statistics, not for users
             return converter.convert()
     except Exception as e:  # the converter raises many unrelated types; keep the cause in the message
         raise InternalError(f"the TFLite converter failed for mode {mode}: {type(e).__name__}: "
@@ -85,8 +89,9 @@ class TFLiteModel:
         kwargs = {"model_content": content, "num_threads": num_threads}
         if not use_xnnpack:
             kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self.interpreter = litert.Interpreter(**kwargs)
-        self.interpreter.allocate_tensors()
+        with quiet_native_stderr():
+            self.interpreter = litert.Interpreter(**kwargs)
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch = 1
