@@ -146,6 +146,40 @@ def test_benchmark_model_runner_flags_cache_and_repeats(tmp_path):
     assert [p.name for p in work.iterdir() if p.name.startswith("run-")] == []  # run folders removed
 
 
+def test_rounds_go_over_the_whole_matrix_in_turn(tmp_path):
+    """With --repeats the device sees a, b, a, b, a, b, not a, a, a, b, b, b: warming up is spread
+    over every model. benchmark_model's spread comes from the rounds."""
+    binary = tmp_path / "benchmark_model"
+    binary.write_text(FAKE_BM.format(fixture=FIX / "benchmark_model" / "tflite_info.txt"))
+    binary.chmod(0o755)
+    other = tmp_path / "other.tflite"
+    other.write_bytes(TINY.read_bytes())
+    work = tmp_path / "device"
+    here = DeviceSpec(
+        name="host",
+        kind="local",
+        workdir=str(work),
+        runner="benchmark_model",
+        benchmark_model=(("*", str(binary)),),
+    )
+    run = bench_models([TINY, other], [here], BenchSettings(threads=[1], runs=3, repeats=3))
+    assert not run.failures, run.failures
+    graphs = [
+        next(f for f in c.split() if f.startswith("--graph=")).rsplit("/", 1)[1]
+        for c in (work / "argv.log").read_text().splitlines()
+    ]
+    assert graphs == ["bench_tiny.tflite", "other.tflite"] * 3
+    assert all(len(r.repeat_medians_us) == 3 for r in run.results)
+
+
+def test_python_runner_rounds_pool_samples_and_keep_round_medians(tmp_path):
+    here = DeviceSpec(name="host", kind="local", workdir=str(tmp_path / "device"))
+    run = bench_models([TINY], [here], BenchSettings(threads=[1], runs=5, warmup=0, min_secs=0.01, repeats=2))
+    (res,) = run.results
+    assert len(res.repeat_medians_us) == 2 and res.stats.source == "samples"
+    assert res.stats.count == len(res.samples_us) >= 10
+
+
 def test_benchmark_model_runner_without_a_binary_names_the_fix(tmp_path):
     here = DeviceSpec(name="local", kind="local", workdir=str(tmp_path / "device"))
     run = bench_models([TINY], [here], BenchSettings(runner="benchmark_model", runs=1))

@@ -22,7 +22,15 @@ from edgeprune.bench import proc
 from edgeprune.bench.device import DeviceSession, cpu_mask
 from edgeprune.bench.inventory import DeviceSpec, Inventory, resolve_targets
 from edgeprune.bench.results import BenchResult, BenchRun, BenchSettings, DeviceInfo, Failure, ModelFile
-from edgeprune.bench.runners import MeasurementError, command_prefix, make_runner
+from edgeprune.bench.runners import (
+    Combined,
+    Measurement,
+    MeasurementError,
+    combine,
+    command_prefix,
+    make_runner,
+)
+from edgeprune.bench.stats import summarize
 from edgeprune.errors import DeviceError, InputFileError
 
 TFLITE_MAGIC = b"TFL3"
@@ -145,13 +153,20 @@ def _bench_device(
     spec: DeviceSpec, models: list[ModelFile], settings: BenchSettings, run_id: str
 ) -> _DeviceOutcome:
     threads = settings.threads or list(spec.threads or [1])
-    results: list[BenchResult] = []
+    runner_name = settings.runner or spec.runner or "python"
+    rounds = settings.rounds_for(runner_name)
+    keys = [(i, t) for i in range(len(models)) for t in threads]
+    done: dict[tuple[int, int], list[Measurement]] = {k: [] for k in keys}
+    started: dict[tuple[int, int], str] = {}
+    wall: dict[tuple[int, int], float] = dict.fromkeys(keys, 0.0)
+    failed: set[tuple[int, int]] = set()
     failures: list[Failure] = []
     info: DeviceInfo | None = None
     measured_s = 0.0
     cooled_s = 0.0
+    affinity, mask, cpus, prefix_notes = "", None, [], []
     start = time.monotonic()
-    with progress.task(spec.name, len(models) * len(threads)) as task:
+    with progress.task(spec.name, len(keys) * rounds) as task:
         lock = device_lock(spec.make_transport().identity)
         if lock.locked():
             task.advance(0, "waiting: another run holds the device")
@@ -163,84 +178,46 @@ def _bench_device(
                 session.open_folders(model_dirs=len(models))
                 task.advance(0, "taking the device")
                 session.acquire_lock(settings.lock_wait_s)
-                runner = make_runner(settings.runner or spec.runner or "python")
+                runner = make_runner(runner_name)
                 task.advance(0, f"preparing the {runner.name} runner")
                 runner.prepare(session)
                 affinity = settings.affinity or spec.affinity or ("big" if spec.kind == "adb" else "all")
                 mask, cpus = cpu_mask(session.cores, affinity)
                 all_mask, _ = cpu_mask(session.cores, "all")
                 prefix, prefix_notes = command_prefix(session, mask, all_mask)
-                remote = {
-                    m.path: f"{session.run_dir}/m{i}/{_remote_name(m.name)}" for i, m in enumerate(models)
-                }
+                remote = [f"{session.run_dir}/m{i}/{_remote_name(m.name)}" for i, m in enumerate(models)]
                 task.advance(0, f"copying {len(models)} model(s)")
-                session.push_many([(Path(m.path), remote[m.path], m.sha256) for m in models])
+                session.push_many([(Path(m.path), remote[i], m.sha256) for i, m in enumerate(models)])
                 first = True
-                for m in models:
-                    for t in threads:
+                # whole rounds over the matrix, so that the device warming up is spread over every model
+                for r in range(rounds):
+                    for key in keys:
+                        if key in failed:
+                            continue
+                        i, t = key
+                        label = f"{models[i].name} x{t}" + (f" round {r + 1}/{rounds}" if rounds > 1 else "")
                         if not first and settings.cooldown_s > 0:
                             task.advance(0, f"cooling down {settings.cooldown_s:g} s")
                             proc.sleep(settings.cooldown_s)
                             cooled_s += settings.cooldown_s
                         first = False
-                        task.advance(0, f"{m.name} x{t}")
+                        task.advance(0, label)
                         t0 = time.monotonic()
-                        started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+                        started.setdefault(
+                            key, _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+                        )
                         try:
-                            meas = runner.measure(session, remote[m.path], t, prefix, settings)
+                            meas = runner.measure(session, remote[i], t, prefix, settings)
                         except MeasurementError as e:
-                            failures.append(Failure(spec.name, spec.target, e.one_line(), m.name, t))
-                            task.advance(1, f"{m.name} x{t} failed")
+                            failed.add(key)
+                            failures.append(Failure(spec.name, spec.target, e.one_line(), models[i].name, t))
+                            task.advance(rounds - r, f"{label} failed")
                             continue
                         finally:
                             measured_s += time.monotonic() - t0
-                        wall = time.monotonic() - t0
-                        before, after = meas.thermal_before, meas.thermal_after
-                        flags, notes = [], list(prefix_notes) + meas.notes
-                        reasons = before.throttle_reasons() + after.throttle_reasons()
-                        if reasons:
-                            flags.append("throttled")
-                            notes.append("throttling: " + "; ".join(dict.fromkeys(reasons)))
-                        if meas.stats.cv > settings.max_cv:
-                            flags.append("high_cv")
-                        if t > len(cpus):
-                            flags.append("oversubscribed")
-                            notes.append(f"{t} threads on {len(cpus)} CPU(s) of mask {mask}")
-                        if before.governors and after.governors and before.governors != after.governors:
-                            notes.append("the CPU governor changed during the run")
-                        results.append(
-                            BenchResult(
-                                model=m.name,
-                                model_sha256=m.sha256,
-                                model_bytes=m.bytes,
-                                gzip_bytes=m.gzip_bytes,
-                                device=spec.name,
-                                target=spec.target,
-                                runner=runner.name,
-                                runner_detail=meas.runner_detail,
-                                threads=t,
-                                affinity=affinity,
-                                cpu_mask=mask,
-                                xnnpack=settings.use_xnnpack,
-                                warmup=settings.warmup,
-                                runs_requested=settings.runs,
-                                min_secs=settings.min_secs,
-                                stats=meas.stats,
-                                samples_us=meas.samples_us,
-                                repeat_medians_us=meas.repeat_medians_us,
-                                tool=meas.tool,
-                                init_us=meas.init_us,
-                                first_us=meas.first_us,
-                                memory=meas.memory,
-                                thermal_before=before,
-                                thermal_after=after,
-                                flags=flags,
-                                notes=notes,
-                                wall_s=wall,
-                                started=started,
-                            )
-                        )
-                        task.advance(1, f"{m.name} x{t}: median {meas.stats.median_us / 1000:.3f} ms")
+                            wall[key] += time.monotonic() - t0
+                        done[key].append(meas)
+                        task.advance(1, f"{label}: median {meas.median_us / 1000:.3f} ms")
             except DeviceError as e:
                 failures.append(Failure(spec.name, spec.target, e.one_line()))
                 task.advance(0, "failed")
@@ -253,11 +230,100 @@ def _bench_device(
                             spec.name, spec.target, "the run folder may remain on the device: " + e.one_line()
                         )
                     )
+    results = [
+        _result(
+            spec,
+            models[i],
+            t,
+            runner_name,
+            combine(runner_name, done[(i, t)]),
+            rounds,
+            settings,
+            affinity,
+            mask,
+            cpus,
+            prefix_notes,
+            wall[(i, t)],
+            started[(i, t)],
+        )
+        for (i, t) in keys
+        if done[(i, t)] and (i, t) not in failed
+    ]
     if info is None:
         info = _unavailable(spec, DeviceError(failures[0].reason if failures else "not probed"))
     total = time.monotonic() - start
     overhead = total - measured_s - cooled_s if results else None
     return _DeviceOutcome(info, results, failures, overhead)
+
+
+def _result(
+    spec: DeviceSpec,
+    m: ModelFile,
+    t: int,
+    runner: str,
+    c: Combined,
+    rounds: int,
+    settings: BenchSettings,
+    affinity: str,
+    mask: str | None,
+    cpus: list[int],
+    prefix_notes: list[str],
+    wall: float,
+    started: str,
+) -> BenchResult:
+    """One BenchResult with its flags: throttled (any snapshot), high_cv, unstable_median (the
+    Python runner's round medians disagree), oversubscribed."""
+    flags: list[str] = []
+    notes = list(prefix_notes) + c.notes
+    reasons = [x for th in c.thermal for x in th.throttle_reasons()]
+    if reasons:
+        flags.append("throttled")
+        notes.append("throttling: " + "; ".join(dict.fromkeys(reasons)))
+    if c.stats.cv > settings.max_cv:
+        flags.append("high_cv")
+    if runner == "python" and len(c.repeat_medians_us) >= 2:
+        spread = summarize(c.repeat_medians_us)
+        if spread.cv > settings.max_cv / 2:
+            flags.append("unstable_median")
+            notes.append(f"the round medians vary by {spread.cv:.1%} (CV)")
+    if len(c.repeat_medians_us) < rounds:
+        notes.append(f"only {len(c.repeat_medians_us)} of {rounds} rounds finished before the device failed")
+    if t > len(cpus):
+        flags.append("oversubscribed")
+        notes.append(f"{t} threads on {len(cpus)} CPU(s) of mask {mask}")
+    governors = [th.governors for th in c.thermal if th.governors]
+    if governors and any(g != governors[0] for g in governors):
+        notes.append("the CPU governor changed during the run")
+    return BenchResult(
+        model=m.name,
+        model_sha256=m.sha256,
+        model_bytes=m.bytes,
+        gzip_bytes=m.gzip_bytes,
+        device=spec.name,
+        target=spec.target,
+        runner=runner,
+        runner_detail=c.runner_detail,
+        threads=t,
+        affinity=affinity,
+        cpu_mask=mask,
+        xnnpack=settings.use_xnnpack,
+        warmup=settings.warmup,
+        runs_requested=settings.runs,
+        min_secs=settings.min_secs,
+        stats=c.stats,
+        samples_us=c.samples_us,
+        repeat_medians_us=c.repeat_medians_us,
+        tool=c.tool,
+        init_us=c.init_us,
+        first_us=c.first_us,
+        memory=c.memory,
+        thermal_before=c.thermal[0] if c.thermal else None,
+        thermal_after=c.thermal[-1] if c.thermal else None,
+        flags=flags,
+        notes=notes,
+        wall_s=wall,
+        started=started,
+    )
 
 
 def bench_models(

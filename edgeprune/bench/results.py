@@ -169,7 +169,8 @@ class ModelFile(_Plain):
 
 @dataclass(frozen=True)
 class BenchSettings(_Plain):
-    """How to measure. `threads` None means each device's own list from the inventory, else [1];
+    """How to measure. `repeats` rounds run over the whole model x threads matrix in turn, so
+    that drift in the device's temperature spreads over every model (see rounds_for). `threads` None means each device's own list from the inventory, else [1];
     `affinity` None means the device's own (inventory, else `big` on Android and `all`
     elsewhere); `runner` None means the device's runner from the inventory, else the Python
     runner. What was really used is recorded in every BenchResult."""
@@ -180,7 +181,7 @@ class BenchSettings(_Plain):
     min_secs: float = 1.0
     max_secs: float = 150.0
     cooldown_s: float = 0.0
-    repeats: int = 3
+    repeats: int | None = None
     use_xnnpack: bool = True
     max_cv: float = 0.10
     seed: int = 0
@@ -188,6 +189,13 @@ class BenchSettings(_Plain):
     affinity: str | None = None
     lock_wait_s: float = 600.0
     peak_memory: bool = False  # benchmark_model --report_peak_memory_footprint (a sampling thread)
+
+    def rounds_for(self, runner: str) -> int:
+        """How many rounds over the model x threads matrix: `repeats`, else 3 for benchmark_model
+        (its only source of spread) and 1 for the Python runner (raw samples carry the spread)."""
+        if self.repeats is not None:
+            return self.repeats
+        return 3 if runner == "benchmark_model" else 1
 
     def __post_init__(self):
         from edgeprune.errors import EdgepruneError
@@ -199,9 +207,10 @@ class BenchSettings(_Plain):
             raise EdgepruneError(
                 f"threads must be positive integers, got {self.threads}", "e.g. --threads 1,4"
             )
-        for name in ("runs", "repeats"):
-            if getattr(self, name) < 1:
-                raise EdgepruneError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.runs < 1:
+            raise EdgepruneError(f"runs must be at least 1, got {self.runs}")
+        if self.repeats is not None and self.repeats < 1:
+            raise EdgepruneError(f"repeats must be at least 1, got {self.repeats}")
         if self.warmup < 0:
             raise EdgepruneError(f"warmup must be 0 or more, got {self.warmup}")
         if self.min_secs < 0 or self.cooldown_s < 0:

@@ -5,8 +5,11 @@ mask, and return a Measurement.
   tflite_runtime, then tensorflow.lite), copied into the device's cache once. It times every
   invoke and prints one JSON object: raw samples.
 - BenchmarkModelRunner: the user's TFLite/LiteRT `benchmark_model` binary for the device's ABI,
-  copied into the cache once by sha256 and run with explicit flags. It prints summaries only, so
-  it is invoked `repeats` times and the spread comes from the per-invocation medians."""
+  copied into the cache once by sha256 and run with explicit flags. It prints summaries only.
+
+A Measurement is one invocation. The harness runs `repeats` rounds over the whole model x threads
+matrix and `combine` merges a key's rounds: pooled samples for the Python runner, the statistics
+of the per-round medians for benchmark_model (its only source of spread)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import android_bench
 from edgeprune.bench.device import DeviceSession
-from edgeprune.bench.parse_benchmark_model import BenchmarkModelOutput, parse
+from edgeprune.bench.parse_benchmark_model import parse
 from edgeprune.bench.results import BenchSettings, MemoryUse, ThermalState
 from edgeprune.bench.stats import LatencyStats, summarize
 from edgeprune.errors import DeviceError
@@ -36,10 +39,12 @@ class MeasurementError(DeviceError):
 
 @dataclass
 class Measurement:
-    stats: LatencyStats
+    """One runner invocation: its median, raw samples where the runner gives them, and the
+    conditions around it."""
+
+    median_us: float
     runner_detail: dict[str, str | None]
     samples_us: list[float] = field(default_factory=list)
-    repeat_medians_us: list[float] = field(default_factory=list)
     tool: dict = field(default_factory=dict)
     init_us: float | None = None
     first_us: float | None = None
@@ -47,6 +52,51 @@ class Measurement:
     notes: list[str] = field(default_factory=list)
     thermal_before: ThermalState | None = None
     thermal_after: ThermalState | None = None
+
+
+@dataclass
+class Combined:
+    """A key's rounds merged: what goes into one BenchResult."""
+
+    stats: LatencyStats
+    samples_us: list[float]
+    repeat_medians_us: list[float]
+    runner_detail: dict[str, str | None]
+    tool: dict
+    init_us: float | None
+    first_us: float | None
+    memory: MemoryUse | None
+    notes: list[str]
+    thermal: list[ThermalState]
+
+
+def combine(runner: str, rounds: list[Measurement]) -> Combined:
+    """Python runner: statistics over every round's samples pooled. benchmark_model: statistics of
+    the per-round medians (source "repeats"). Memory is the highest any round measured."""
+    if not rounds:
+        raise ValueError("combine needs at least one measurement")
+    medians = [m.median_us for m in rounds]
+    samples = [x for m in rounds for x in m.samples_us]
+    notes = list(dict.fromkeys(n for m in rounds for n in m.notes))
+    if runner == "benchmark_model":
+        stats = summarize(medians, "repeats")
+        if len(rounds) < 3:
+            notes.append(f"spread from {len(rounds)} invocation(s) only: use --repeats 3 or more")
+    else:
+        stats = summarize(samples, "samples")
+    mems = [m.memory for m in rounds if m.memory is not None and m.memory.mb is not None]
+    return Combined(
+        stats=stats,
+        samples_us=samples,
+        repeat_medians_us=medians,
+        runner_detail=rounds[-1].runner_detail,
+        tool=rounds[-1].tool,
+        init_us=rounds[0].init_us,
+        first_us=rounds[0].first_us,
+        memory=max(mems, key=lambda m: m.mb) if mems else rounds[-1].memory,
+        notes=notes,
+        thermal=[t for m in rounds for t in (m.thermal_before, m.thermal_after) if t is not None],
+    )
 
 
 def run_timeout(settings: BenchSettings) -> float:
@@ -180,8 +230,10 @@ class PythonRunner(Runner):
             )
         samples = [round(float(x), 3) for x in data["samples_us"]]  # ns resolution keeps bench.json small
         mem = data.get("memory") or {}
+        if not samples:
+            raise MeasurementError(f"{session.label}: the Python runner returned no samples")
         return Measurement(
-            stats=summarize(samples, "samples"),
+            median_us=summarize(samples).median_us,
             samples_us=samples,
             runner_detail={
                 "runner_version": str(data.get("runner_version")),
@@ -241,94 +293,80 @@ class BenchmarkModelRunner(Runner):
         self.remote_binary, self.binary_sha = session.cached(local, executable=True)
 
     def measure(self, session, remote_model, threads, prefix, settings) -> Measurement:
-        outputs: list[BenchmarkModelOutput] = []
-        thermal: list[ThermalState] = []
-        for _ in range(settings.repeats):
-            argv = [
-                *prefix,
-                self.remote_binary,
-                f"--graph={remote_model}",
-                f"--num_threads={threads}",
-                f"--warmup_runs={settings.warmup}",
-                f"--num_runs={settings.runs}",
-                f"--min_secs={settings.min_secs:g}",
-                f"--max_secs={settings.max_secs:g}",
-                f"--use_xnnpack={'true' if settings.use_xnnpack else 'false'}",
-            ]
-            if settings.peak_memory:
-                argv.append("--report_peak_memory_footprint=true")
-            r, before, after = session.run_measured(argv, run_timeout(settings), redirect_stderr=True)
-            thermal += [before, after]
-            try:
-                out = parse(r.stdout + r.stderr)
-            except DeviceError as e:
-                raise MeasurementError(f"{session.label}: {e.message} (exit code {r.returncode})") from None
-            if r.returncode != 0:
-                raise MeasurementError(
-                    f"{session.label}: benchmark_model exited with {r.returncode}: {r.tail()}"
-                )
-            outputs.append(out)
-        medians = []
+        argv = [
+            *prefix,
+            self.remote_binary,
+            f"--graph={remote_model}",
+            f"--num_threads={threads}",
+            f"--warmup_runs={settings.warmup}",
+            f"--num_runs={settings.runs}",
+            f"--min_secs={settings.min_secs:g}",
+            f"--max_secs={settings.max_secs:g}",
+            f"--use_xnnpack={'true' if settings.use_xnnpack else 'false'}",
+        ]
+        if settings.peak_memory:
+            argv.append("--report_peak_memory_footprint=true")
+        r, before, after = session.run_measured(argv, run_timeout(settings), redirect_stderr=True)
+        try:
+            out = parse(r.stdout + r.stderr)
+        except DeviceError as e:
+            raise MeasurementError(f"{session.label}: {e.message} (exit code {r.returncode})") from None
+        if r.returncode != 0:
+            raise MeasurementError(f"{session.label}: benchmark_model exited with {r.returncode}: {r.tail()}")
         notes = []
-        for o in outputs:
-            if o.median_us is not None:
-                medians.append(o.median_us)
-            elif o.inference_avg_us is not None:
-                medians.append(o.inference_avg_us)
-                if "this build prints no median: the average stands in" not in notes:
-                    notes.append("this build prints no median: the average stands in")
+        median = out.median_us
+        if median is None:
+            median = out.inference_avg_us
+            notes.append("this build prints no median: the average stands in")
         if settings.peak_memory:
             notes.append("peak memory was sampled by a monitoring thread, which can slow the runs")
-        if len(outputs) < 3:
-            notes.append(f"spread from {len(outputs)} invocation(s) only: use --repeats 3 or more")
-        last = outputs[-1]
-        inf = last.inference
+        inf = out.inference
         tool = {
-            "format": last.format,
+            "format": out.format,
             "count": inf.count if inf else None,
-            "avg_us": last.inference_avg_us,
-            "median_us": last.median_us,
+            "avg_us": out.inference_avg_us,
+            "median_us": out.median_us,
             "min_us": inf.min_us if inf else None,
             "max_us": inf.max_us if inf else None,
             "std_us": inf.std_us if inf else None,
             "p5_us": inf.p5_us if inf else None,
             "p95_us": inf.p95_us if inf else None,
-            "warmup_avg_us": last.warmup_avg_us,
-            "model_size_mb": last.model_size_mb,
+            "warmup_avg_us": out.warmup_avg_us,
+            "model_size_mb": out.model_size_mb,
             "delegates": "; ".join(
-                f"{d.delegate}: {d.replaced_nodes}/{d.total_nodes} nodes" for d in last.delegates
+                f"{d.delegate}: {d.replaced_nodes}/{d.total_nodes} nodes" for d in out.delegates
             )
             or None,
         }
-        if last.peak_memory_mb is not None:
+        footprint = {"init_mb": out.footprint_init_mb, "overall_mb": out.footprint_overall_mb}
+        if out.peak_memory_mb is not None:
             memory = MemoryUse(
                 "peak_footprint",
-                last.peak_memory_mb,
+                out.peak_memory_mb,
                 "benchmark_model peak memory footprint (periodic monitoring)",
-                {"init_mb": last.footprint_init_mb, "overall_mb": last.footprint_overall_mb},
+                footprint,
             )
         else:
             memory = MemoryUse(
                 "footprint_delta",
-                last.footprint_overall_mb,
+                out.footprint_overall_mb,
                 "benchmark_model memory footprint delta since the tool started (ru_maxrss high-water)",
-                {"init_mb": last.footprint_init_mb, "overall_mb": last.footprint_overall_mb},
+                footprint,
             )
         return Measurement(
-            stats=summarize(medians, "repeats"),
-            repeat_medians_us=medians,
+            median_us=median,
             runner_detail={
                 "binary": self.local_binary,
                 "binary_sha256": self.binary_sha,
-                "format": last.format,
+                "format": out.format,
             },
             tool=tool,
-            init_us=last.init_us,
-            first_us=last.first_us,
+            init_us=out.init_us,
+            first_us=out.first_us,
             memory=memory,
             notes=notes,
-            thermal_before=thermal[0],
-            thermal_after=thermal[-1],
+            thermal_before=before,
+            thermal_after=after,
         )
 
 

@@ -176,10 +176,9 @@ def devices(targets, inventory, binaries, as_json):
 )
 @click.option(
     "--repeats",
-    default=3,
-    show_default=True,
     type=click.IntRange(min=1),
-    help="benchmark_model invocations per measurement (its spread comes from these).",
+    help="Rounds over all models and thread counts, in turn [3 for benchmark_model, whose spread comes "
+    "from them; 1 for python].",
 )
 @click.option("--runner", type=click.Choice(["python", "benchmark_model"]), help="[inventory, else python]")
 @click.option(
