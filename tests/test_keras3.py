@@ -370,13 +370,17 @@ def test_save_keras3_refuses_wrong_suffix_and_foreign_layers(translated, tmp_pat
     with pytest.raises(ModelError, match="local"):
         save_keras3(odd, tmp_path / "odd.keras")
     assert not (tmp_path / "odd.keras").exists()
+    # tf_keras' hard_sigmoid (slope 0.2) is not Keras 3's (relu6(x + 3) / 6): refused, not mistranslated
+    hs = tfk.Sequential([tfk.Input((3,)), tfk.layers.Dense(2, activation="hard_sigmoid", name="gate")])
+    with pytest.raises(ModelError, match="gate.*hard_sigmoid"):
+        save_keras3(hs, tmp_path / "hs.keras")
 
 
 # --- TF-MOT accepts the result --------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_tfmot_prunes_translated_models(translated):
+def test_tfmot_prunes_translated_models(translated, tmp_path):
     import tensorflow_model_optimization as tfmot
 
     sparsity = tfmot.sparsity.keras
@@ -392,9 +396,15 @@ def test_tfmot_prunes_translated_models(translated):
     pruned.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     x = np.random.default_rng(0).standard_normal((8, 16, 16, 1)).astype("float32")
     pruned.fit(x, np.zeros(8), epochs=1, verbose=0, callbacks=[sparsity.UpdatePruningStep()])
+    with pytest.raises(ModelError, match="strip_pruning"):
+        save_keras3(pruned, tmp_path / "wrapped.keras")
     stripped = sparsity.strip_pruning(pruned)
     for name in ("conv_a", "conv_b", "dense_a", "dense_out"):
         assert float(np.mean(stripped.get_layer(name).kernel.numpy() == 0)) == pytest.approx(0.5, abs=0.05)
+    # the pruned model goes back to Keras 3 with its zeros
+    save_keras3(stripped, tmp_path / "pruned.keras")
+    back = keras.saving.load_model(tmp_path / "pruned.keras", compile=False)
+    assert float(np.mean(back.get_layer("dense_a").kernel.numpy() == 0)) == pytest.approx(0.5, abs=0.05)
 
     # MobileNetV3 has TFOpLambda (x + 3) and Rescaling, which TF-MOT 0.8.1 does not list (its
     # registry entry for Rescaling is broken): wrap layer by layer, as TF-MOT documents
