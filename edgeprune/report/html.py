@@ -39,7 +39,7 @@ figure.plot { margin: 8px 0 4px; }
 figure.plot svg { max-width: 100%; height: auto; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 14px; }
 .card { border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; background: var(--soft); }
-.card dl { display: grid; grid-template-columns: 118px 1fr; gap: 2px 10px; margin: 0; font-size: 13px; }
+.card dl { display: grid; grid-template-columns: 140px 1fr; gap: 2px 10px; margin: 0; font-size: 13px; }
 .card dt { color: var(--muted); }
 .card dd { margin: 0; }
 .flag { display: inline-block; padding: 0 6px; border-radius: 9px; font-size: 11.5px; margin: 1px 2px 1px 0;
@@ -155,12 +155,12 @@ def _layers_section(r: Report, v: Variant | None) -> str:
 def _device_cards(r: Report) -> str:
     cards = []
     for d in r.devices:
-        temp = (
-            "-"
-            if d.temp_before_c is None and d.temp_after_c is None
-            else f"{'?' if d.temp_before_c is None else f'{d.temp_before_c:.1f}'} C -> "
-            f"{'?' if d.temp_after_c is None else f'{d.temp_after_c:.1f}'} C"
-        )
+        if d.temp_before_c is None and d.temp_after_c is None:
+            temp = "not recorded"
+        else:
+            before = "?" if d.temp_before_c is None else f"{d.temp_before_c:.1f} C"
+            after = "?" if d.temp_after_c is None else f"{d.temp_after_c:.1f} C"
+            temp = f"{before} -> {after} (hottest zone)"
         n = sum(1 for m in r.measurements if m.device == d.name)
         flags = "".join(
             _flags([f]) + f"<small style='display:inline'>x{c}</small> " for f, c in d.flags.items()
@@ -173,7 +173,7 @@ def _device_cards(r: Report) -> str:
             ("cores", f"{d.cores or '-'}{' (' + d.clusters + ')' if d.clusters else ''}"),
             ("OS", d.os or "-"),
             ("runner", "; ".join(d.runners) or "-"),
-            ("thermal", temp + " (max zone, before -> after)"),
+            ("thermal before/after", temp),
             ("measurements", str(n)),
             ("source", d.source),
         ]

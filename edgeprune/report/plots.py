@@ -5,12 +5,14 @@ when the report has nothing to draw for it."""
 
 from __future__ import annotations
 
+import html
 import io
 import re
 
 from edgeprune.report.merge import Report, Variant
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+WIDTH_IN = 10.5  # inches at 100 dpi: the page's content width
 _RC = {
     "svg.fonttype": "path",
     "svg.hashsalt": "edgeprune",
@@ -29,8 +31,9 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _svg(fig, prefix: str) -> str:
-    """The figure as an <svg> element: no XML prolog, no metadata, ids prefixed with `prefix`."""
+def _svg(fig, prefix: str, label: str) -> str:
+    """The figure as an <svg> element: no XML prolog, no metadata, ids prefixed with `prefix`,
+    `label` as its accessible name (the text in the plot is drawn as paths)."""
     import matplotlib
 
     buf = io.StringIO()
@@ -46,7 +49,10 @@ def _svg(fig, prefix: str) -> str:
             .replace(f"#{i})", f"#{prefix}-{i})")
             .replace(f'href="#{i}"', f'href="#{prefix}-{i}"')
         )
-    return text.replace("<svg ", f'<svg class="plot" data-plot="{prefix}" role="img" ', 1)
+    label = html.escape(label, quote=True)
+    return text.replace(
+        "<svg ", f'<svg class="plot" data-plot="{prefix}" role="img" aria-label="{label}" ', 1
+    )
 
 
 def _with_rc(draw):
@@ -82,7 +88,7 @@ def size_bars(report: Report) -> str | None:
     vs = [v for v in report.variants if v.bytes]
     if not vs:
         return None
-    fig = _figure(7.5, 0.9 + 0.42 * len(vs))
+    fig = _figure(WIDTH_IN, 0.9 + 0.42 * len(vs))
     ax = fig.add_subplot()
     y = list(range(len(vs)))
     h = 0.38
@@ -105,7 +111,7 @@ def size_bars(report: Report) -> str | None:
     ax.set_xlim(0, max(v.bytes for v in vs) / 1024 * 1.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("Model size (ratio to the baseline's .tflite)")
-    return _svg(fig, "size")
+    return _svg(fig, "size", "Model size per variant: " + ", ".join(v.name for v in vs))
 
 
 def _yerr(ms):
@@ -122,7 +128,7 @@ def latency_bars(report: Report) -> str | None:
     if not devices:
         return None
     names = [v.name for v in report.variants]
-    fig = _figure(7.5, 0.6 + 2.6 * len(devices))
+    fig = _figure(WIDTH_IN, 0.6 + 2.6 * len(devices))
     axes = fig.subplots(len(devices), 1, squeeze=False)[:, 0]
     for ax, dev in zip(axes, devices):
         threads = sorted({t for d, t in report.columns() if d == dev})
@@ -154,7 +160,7 @@ def latency_bars(report: Report) -> str | None:
         ax.set_title(f"{dev}{ident}", loc="left")
         ax.set_ylabel("median ms (p5-p95)")
         ax.legend(fontsize=8, loc="upper right")
-    return _svg(fig, "latency")
+    return _svg(fig, "latency", "Median latency per variant on " + ", ".join(devices))
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -183,7 +189,7 @@ def accuracy_scatter(report: Report) -> str | None:
     if not panels:
         return None
     biggest = max(v.bytes or 1 for _, _, pts in panels for v, _ in pts)
-    fig = _figure(7.5, 0.4 + 3.6 * len(panels))
+    fig = _figure(WIDTH_IN, 0.4 + 3.6 * len(panels))
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
     for ax, (dev, t, pts) in zip(axes, panels):
         xy = [(m.median_ms, v.accuracy * 100) for v, m in pts]
@@ -211,7 +217,19 @@ def accuracy_scatter(report: Report) -> str | None:
         ax.set_ylabel("top-1 accuracy, %")
         ax.set_title(f"Accuracy vs latency on {dev}", loc="left")
         ax.legend(fontsize=8, loc="lower right", markerscale=0.5)
-    return _svg(fig, "pareto")
+    front_names = [
+        pts[i][0].name
+        for dev, t, pts in panels
+        for i in pareto_front([(m.median_ms, v.accuracy) for v, m in pts])
+    ]
+    return _svg(
+        fig,
+        "pareto",
+        "Accuracy vs latency on "
+        + ", ".join(p[0] for p in panels)
+        + "; Pareto front: "
+        + ", ".join(dict.fromkeys(front_names)),
+    )
 
 
 @_with_rc
@@ -219,7 +237,7 @@ def layer_plot(variant: Variant) -> str | None:
     """Per-layer sparsity (targeted layers in colour), or channels kept of each layer's channels."""
     if variant.channel_layers:
         rows = variant.channel_layers
-        fig = _figure(7.5, 0.9 + 0.3 * len(rows))
+        fig = _figure(WIDTH_IN, 0.9 + 0.3 * len(rows))
         ax = fig.add_subplot()
         y = range(len(rows))
         kept = [r["after"] for r in rows]
@@ -234,10 +252,10 @@ def layer_plot(variant: Variant) -> str | None:
         ax.set_xlim(0, max(r["before"] for r in rows) * 1.2)
         ax.legend(fontsize=8, loc="lower right")
         ax.set_title(f"Channels kept per layer: {variant.name}", loc="left")
-        return _svg(fig, "layers")
+        return _svg(fig, "layers", f"Channels kept per layer of {variant.name}")
     if variant.sparsity_layers:
         rows = variant.sparsity_layers
-        fig = _figure(7.5, 0.9 + 0.3 * len(rows))
+        fig = _figure(WIDTH_IN, 0.9 + 0.3 * len(rows))
         ax = fig.add_subplot()
         y = range(len(rows))
         colors = [COLORS[2] if r.get("targeted") else "#aaa" for r in rows]
@@ -255,5 +273,5 @@ def layer_plot(variant: Variant) -> str | None:
         ax.set_xlim(0, 125)
         ax.set_xlabel("zero weights, % (green: pruned by TF-MOT, grey: left dense)")
         ax.set_title(f"Sparsity per layer: {variant.name}", loc="left")
-        return _svg(fig, "layers")
+        return _svg(fig, "layers", f"Sparsity per layer of {variant.name}")
     return None
