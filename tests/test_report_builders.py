@@ -300,3 +300,22 @@ def write_pipeline(folder: Path, report: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / "report.json", report)
     return folder
+
+
+class CliResult:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_cli(capsys, *args) -> CliResult:
+    """The real `edgeprune` entry point (edgeprune.cli.main: parsing, rendering, errors to exit
+    codes) in this process: the same path as the console script, without a second interpreter."""
+    import pytest
+
+    from edgeprune.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return CliResult(e.value.code or 0, out.out, out.err)

@@ -4,10 +4,15 @@ not the same device is never compared as one population."""
 
 import numpy as np
 import pytest
-from test_report_builders import PI, PIXEL, bench_run, pipeline_report, write_bench, write_pipeline
+from test_report_builders import PI, PIXEL, bench_run, pipeline_report, run_cli, write_bench, write_pipeline
 
 from edgeprune.report import merge
 from edgeprune.report.compare import compare, ratio_text, significance
+
+
+@pytest.fixture
+def cli(capsys):
+    return lambda *args: run_cli(capsys, *args)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +30,8 @@ def runs(tmp_path_factory):
     }
 
 
-def test_identical_runs_have_no_regression(runs, cli_run):
-    r = cli_run("compare", runs["a"], runs["same"])
+def test_identical_runs_have_no_regression(runs, cli):
+    r = cli("compare", runs["a"], runs["same"])
     assert r.returncode == 0, r.stderr
     assert "No regression above 10% (12 compared)." in r.stdout
     assert "REGRESSION" not in r.stdout and "no change" in r.stdout
@@ -34,8 +39,8 @@ def test_identical_runs_have_no_regression(runs, cli_run):
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
 
 
-def test_a_20_percent_slower_run_is_flagged_with_exit_3(runs, cli_run):
-    r = cli_run("compare", runs["a"], runs["slow"], "--threshold", "0.1")
+def test_a_20_percent_slower_run_is_flagged_with_exit_3(runs, cli, cli_run):
+    r = cli_run("compare", runs["a"], runs["slow"], "--threshold", "0.1")  # the console command itself
     assert r.returncode == 3, r.stdout + r.stderr
     assert r.stdout.count("REGRESSION") == 12
     assert "1.20x slower" in r.stdout and "Regressions (12):" in r.stdout
@@ -44,14 +49,14 @@ def test_a_20_percent_slower_run_is_flagged_with_exit_3(runs, cli_run):
     assert len(r.stderr.strip().splitlines()) == 1
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
     # the same runs the other way round: faster, never a regression
-    r = cli_run("compare", runs["slow"], runs["a"])
+    r = cli("compare", runs["slow"], runs["a"])
     assert r.returncode == 0 and "1.20x faster" in r.stdout and "REGRESSION" not in r.stdout
     # a threshold above the change: significant, but within it
-    r = cli_run("compare", runs["a"], runs["slow"], "--threshold", "0.3")
+    r = cli("compare", runs["a"], runs["slow"], "--threshold", "0.3")
     assert r.returncode == 0 and "within threshold" in r.stdout
 
 
-def test_noisy_overlapping_runs_are_not_flagged(runs, cli_run):
+def test_noisy_overlapping_runs_are_not_flagged(runs, cli):
     a, b = merge.load([runs["noisy_a"]]), merge.load([runs["noisy_b"]])
     (ma,), (mb,) = a.measurements, b.measurements
     assert abs(mb.median_ms / ma.median_ms - 1) > 0.10  # a difference above the threshold...
@@ -59,21 +64,21 @@ def test_noisy_overlapping_runs_are_not_flagged(runs, cli_run):
     (row,) = res.rows
     assert row.method == "mann-whitney" and row.p_value > 0.05  # ...that the spread explains
     assert not row.regression and row.verdict == "not significant"
-    r = cli_run("compare", runs["noisy_a"], runs["noisy_b"])
+    r = cli("compare", runs["noisy_a"], runs["noisy_b"])
     assert r.returncode == 0, r.stdout
     assert "not significant" in r.stdout and "No regression" in r.stdout
 
 
-def test_pipeline_runs_compare_by_their_p5_p95_ranges(tmp_path, cli_run):
+def test_pipeline_runs_compare_by_their_p5_p95_ranges(tmp_path, cli):
     a = write_pipeline(tmp_path / "a" / "run", pipeline_report())
     same = write_pipeline(tmp_path / "b" / "run", pipeline_report(scale=1.02))
     slow = write_pipeline(tmp_path / "c" / "run", pipeline_report(scale=1.25))
-    r = cli_run("compare", a, same)
+    r = cli("compare", a, same)
     assert r.returncode == 0, r.stderr
     assert "a/run" in r.stdout and "b/run" in r.stdout  # two folders named run: told apart
     assert "1.02x slower" in r.stdout and "not significant" in r.stdout
     assert "summary statistics only" in r.stdout
-    r = cli_run("compare", a, slow)
+    r = cli("compare", a, slow)
     assert r.returncode == 3 and "1.25x slower" in r.stdout and "REGRESSION" in r.stdout
     assert "p5-p95 ranges apart" in r.stdout
 
@@ -96,18 +101,18 @@ def test_significance_rules_directly():
     )
 
 
-def test_another_device_under_the_same_name_is_not_compared(tmp_path, cli_run):
+def test_another_device_under_the_same_name_is_not_compared(tmp_path, cli):
     a = write_bench(tmp_path / "a", bench_run((PIXEL,), ("int8",), (1,)))
     other = dict(PIXEL, model="Pixel 8", soc="Google Tensor G3")
     b = write_bench(tmp_path / "b", bench_run((other,), ("int8",), (1,), scale=1.5))
-    r = cli_run("compare", a, b)
+    r = cli("compare", a, b)
     assert r.returncode == 0, r.stdout
     assert "other device" in r.stdout and "not compared as one device" in r.stdout
 
 
-def test_runs_with_nothing_in_common_are_refused(runs, tmp_path, cli_run):
+def test_runs_with_nothing_in_common_are_refused(runs, tmp_path, cli):
     b = write_bench(tmp_path / "b", bench_run((PIXEL,), ("ch30-int8",), (2,)))
-    r = cli_run("compare", runs["a"], b)
+    r = cli("compare", runs["a"], b)
     assert r.returncode == 2
     assert "no variant x device x thread count in common" in r.stderr and len(r.stderr.splitlines()) == 1
 

@@ -11,13 +11,18 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from test_report_builders import PI, PIXEL, bench_run, pipeline_report, write_bench, write_pipeline
+from test_report_builders import PI, PIXEL, bench_run, pipeline_report, run_cli, write_bench, write_pipeline
 
 from edgeprune.bench import BenchRun
 from edgeprune.errors import InputFileError, SchemaError
 from edgeprune.report import merge, tables
 
 DOCS = Path(__file__).parent.parent / "docs" / "report-schema.md"
+
+
+@pytest.fixture
+def cli(capsys):
+    return lambda *args: run_cli(capsys, *args)
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +81,8 @@ def test_report_json_round_trip_and_merge_with_a_bench_run(folders):
     assert [v["name"] for v in recipe["variant"]] == ["int8", "s60", "ch30-int8"]
 
 
-def test_csv_has_one_row_per_measurement(folders, cli_run):
-    r = cli_run("report", folders["run"], folders["bench"], "--format", "csv")
+def test_csv_has_one_row_per_measurement(folders, cli):
+    r = cli("report", folders["run"], folders["bench"], "--format", "csv")
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     rep = merge.load([folders["run"], folders["bench"]])
@@ -89,10 +94,10 @@ def test_csv_has_one_row_per_measurement(folders, cli_run):
     assert list(rows[0]) == tables.CSV_COLUMNS
 
 
-def test_terminal_summary_fits_80_columns(tmp_path, cli_run):
+def test_terminal_summary_fits_80_columns(tmp_path, cli):
     run = write_pipeline(tmp_path / "run", pipeline_report(threads=(1, 2, 4), long_names=True))
     bench = write_bench(tmp_path / "bench", bench_run((PIXEL, PI), ("baseline", "int8"), (1, 2, 4, 8)))
-    r = cli_run("report", run, bench, "-o", tmp_path / "r.html")
+    r = cli("report", run, bench, "-o", tmp_path / "r.html")
     assert r.returncode == 0, r.stderr
     lines = [x for x in r.stdout.splitlines() if not x.startswith("wrote ")]  # a path is as long as it is
     assert max(len(x) for x in lines) <= 80, max(lines, key=len)
@@ -100,9 +105,9 @@ def test_terminal_summary_fits_80_columns(tmp_path, cli_run):
     assert "pixel7 x8" in r.stdout and "wrote " in r.stdout
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
     # the output is never replaced without --force, and never an input
-    r = cli_run("report", run, "-o", tmp_path / "r.html")
+    r = cli("report", run, "-o", tmp_path / "r.html")
     assert r.returncode == 2 and "already exists" in r.stderr
-    r = cli_run("report", run, "-o", run / "report.json", "--force")
+    r = cli("report", run, "-o", run / "report.json", "--force")
     assert r.returncode == 2 and "is the input file" in r.stderr
 
 
@@ -114,25 +119,25 @@ def _bump(folder: Path, name: str, key: str, value) -> Path:
 
 
 @pytest.mark.parametrize("name,key", [("bench.json", "schema_version"), ("report.json", "version")])
-def test_a_newer_version_is_refused_naming_it(folders, tmp_path, cli_run, name, key):
+def test_a_newer_version_is_refused_naming_it(folders, tmp_path, cli, name, key):
     import shutil
 
     src = folders["bench"] if name == "bench.json" else folders["run"]
     newer = tmp_path / "newer"
     shutil.copytree(src, newer)
     _bump(newer, name, key, 2)
-    r = cli_run("report", newer)
+    r = cli("report", newer)
     assert r.returncode == 2, r.stdout
     (line,) = r.stderr.strip().splitlines()
     assert "version 2" in line and str(newer) in line and "reads version 1" in line
     older = tmp_path / "older"
     shutil.copytree(src, older)
     _bump(older, name, key, 0)
-    r = cli_run("report", older)
+    r = cli("report", older)
     assert r.returncode == 2 and "version 0" in r.stderr
 
 
-def test_bad_inputs_get_one_line_and_exit_2(folders, tmp_path, cli_run):
+def test_bad_inputs_get_one_line_and_exit_2(folders, tmp_path, cli):
     import shutil
 
     empty = tmp_path / "empty"
@@ -160,7 +165,7 @@ def test_bad_inputs_get_one_line_and_exit_2(folders, tmp_path, cli_run):
     }
     for args, expected in cases.items():
         for cmd in (["report", *args], ["compare", folders["bench"], args[-1]]):
-            r = cli_run(*cmd)
+            r = cli(*cmd)
             assert r.returncode == 2, (cmd, r.stdout, r.stderr)
             lines = r.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (
