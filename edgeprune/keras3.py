@@ -869,8 +869,14 @@ def _apply(e: _Entry, layer, args, kwargs, fresh: Callable[[str], str]):
 
 def _keras3():
     _tf()  # TF_USE_LEGACY_KERAS must be set before TensorFlow is imported
-    import keras
-
+    try:
+        import keras
+    except ImportError as e:
+        raise ModelError("Keras 3 is not installed, and it is needed to read or write Keras 3 models",
+                         hint="pip install 'keras>=3'") from e
+    if not _is_keras3_version(getattr(keras, "__version__", "")):
+        raise ModelError(f"`import keras` gives Keras {getattr(keras, '__version__', '?')}, not Keras 3",
+                         hint="pip install 'keras>=3'")
     return keras
 
 
@@ -994,7 +1000,8 @@ def _random_inputs(shapes_dtypes: list[tuple[tuple, str]], batch: int, fill: int
     rng = np.random.default_rng(_SEED)
     arrays = []
     for shape, dtype in shapes_dtypes:
-        dims = [batch] + [fill if d is None else int(d) for d in shape[1:]]
+        first = batch if shape[0] is None else int(shape[0])  # a fixed batch size is kept
+        dims = [first] + [fill if d is None else int(d) for d in shape[1:]]
         if "int" in dtype:
             arrays.append(rng.integers(0, 2, size=dims).astype(dtype))
         elif dtype == "bool":

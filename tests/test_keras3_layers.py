@@ -256,3 +256,13 @@ def test_operations_survive_the_h5_format(zoo, tmp_path):
     assert info.source_format == "h5"
     assert info.ops_translated >= 38
     assert info.max_abs_diff <= info.tolerance
+
+
+def test_a_fixed_batch_size_is_kept(tmp_path):
+    x = keras.Input((4,), batch_size=2, name="fixed")
+    y = L.Dense(4, name="d")(ops.reshape(x, (1, 8)))  # only works with the batch of 2
+    path = tmp_path / "fixed.keras"
+    keras.Model(x, y).save(path)
+    model, info = load_keras3(path)
+    assert tuple(model.inputs[0].shape) == (2, 4)
+    assert info.max_abs_diff <= info.tolerance
