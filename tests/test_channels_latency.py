@@ -60,3 +60,17 @@ def test_host_probe_measures_an_exported_model():
     probe = HostProbe(mode="float32", threads=1, runs=10, warmup=2, min_secs=0.1)
     ms = probe(keras.Model(inp, out))
     assert 0 < ms < 1000 and probe.conversions == 1
+
+
+def test_a_latency_that_stops_improving_gives_up_after_patience():
+    class Flat:
+        """Every pruned model measures 1.0 ms: a fixed cost no channel can buy down."""
+
+        calls = 0
+
+        def __call__(self, model):
+            self.calls += 1
+            return 2.0 if self.calls == 1 else 1.0 + 0.1 * (self.calls % 2)
+
+    with pytest.raises(PruningError, match="3 steps in a row brought no new best"):
+        prune_channels(zoo(), ChannelConfig(latency_ms=0.5, round_to=8), latency_probe=Flat())

@@ -58,9 +58,11 @@ def representative_for(model, data, n: int = 16, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, *shape)).astype(np.float32)
 
 
-def prune_for_latency(model, graph: ChannelGraph, cfg: ChannelConfig, data=None, probe=None):
+def prune_for_latency(model, graph: ChannelGraph, cfg: ChannelConfig, data=None, probe=None, patience: int = 3):
     """Kept indices (by group root) that bring the probe's latency to cfg.latency_ms or below.
-    Returns (kept, latency_before_ms, latency_after_ms, steps)."""
+    Returns (kept, latency_before_ms, latency_after_ms, steps). Gives up with a PruningError when no
+    table entry promises a gain, or when `patience` steps in a row measured no new best latency (the
+    model is down to what its fixed costs and measurement noise allow)."""
     if probe is None:
         probe = HostProbe(cfg.latency_mode, cfg.latency_threads, representative_for(model, data))
     target = float(cfg.latency_ms)
@@ -97,6 +99,14 @@ def prune_for_latency(model, graph: ChannelGraph, cfg: ChannelConfig, data=None,
             evaluate(g)
             progress.advance(1)
     by_root = {g.root: g for g in graph.groups}
+    best, stalled = current, 0
+
+    def give_up(why: str):
+        return PruningError(
+            f"latency target {target} ms not reached: {current:.3f} ms after {len(steps)} steps "
+            f"(from {before:.3f} ms, best {best:.3f} ms); {why}",
+            "raise latency_ms or max_ratio, protect fewer layers, or measure with more runs")
+
     with task("latency-aware pruning", total=None) as progress:
         while current > target:
             ranked = []
@@ -106,10 +116,7 @@ def prune_for_latency(model, graph: ChannelGraph, cfg: ChannelConfig, data=None,
                 ranked.append((gain / max(lost, 1e-9), gain, root, n))
             ranked = [r for r in ranked if r[1] > 0]
             if not ranked:
-                raise PruningError(
-                    f"latency target {target} ms not reached: {current:.3f} ms after {len(steps)} steps "
-                    f"(from {before:.3f} ms), and no further step measured faster",
-                    "raise latency_ms or max_ratio, protect fewer layers, or measure with more runs")
+                raise give_up("no further step measured faster")
             ranked.sort(reverse=True)
             chosen, predicted = [], 0.0
             for _, gain, root, n in ranked:  # far from the target, take several steps before re-measuring
@@ -125,6 +132,12 @@ def prune_for_latency(model, graph: ChannelGraph, cfg: ChannelConfig, data=None,
                           "latency_ms": current})
             log(f"latency step {len(steps)}: {', '.join(by_root[r].key for r, _ in chosen)} -> {current:.3f} ms")
             progress.advance(1)
+            if current < best:
+                best, stalled = current, 0
+            else:
+                stalled += 1
+                if stalled >= patience and current > target:
+                    raise give_up(f"{patience} steps in a row brought no new best")
             for root, _ in chosen:
                 evaluate(by_root[root])
     return kept_for(counts), before, current, steps
