@@ -225,3 +225,14 @@ def test_a_wifi_serial_not_listed_yet_is_connected(adb_path, monkeypatch):
         (info,) = probe_devices([f"adb:{dev.serial}"])
         assert info.reachable and info.authorized and info.model == "Pixel Test 7", info.error
         srv.run("disconnect", dev.serial, timeout=10)
+
+
+def test_a_model_name_full_of_shell_metacharacters_over_adb(phone, adb_env, tmp_path):
+    dev, _ = phone
+    evil = tmp_path / "a b;reboot $(touch PWNED) `id`, 'q' &.tflite"
+    evil.write_bytes(TINY.read_bytes())
+    run = bench_models([evil], [spec_for(dev)], BenchSettings(threads=[1], runs=3, warmup=0, min_secs=0.01))
+    assert not run.failures, run.failures
+    assert run.results[0].model == evil.name and run.results[0].stats.median_us > 0
+    assert not list(dev.root.rglob("PWNED")) and not list(tmp_path.rglob("PWNED"))
+    assert sorted(p.name for p in (dev.sandbox / "edgeprune").iterdir()) == ["cache"]
