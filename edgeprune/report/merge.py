@@ -141,9 +141,11 @@ class Report:
         return next((v for v in self.variants if v.name == name), None)
 
     def baseline(self) -> Variant | None:
-        """The variant named `baseline`, else the first variant with a size."""
-        ok = [v for v in self.variants if v.bytes]
-        return next((v for v in ok if v.name == "baseline"), ok[0] if ok else None)
+        """The variant named `baseline` (None when it failed), else the first variant with a size."""
+        named = self.variant("baseline")
+        if named is not None:
+            return named if named.bytes else None
+        return next((v for v in self.variants if v.bytes), None)
 
     def ratio(self, v: Variant, key: str = "bytes") -> float | None:
         b = self.baseline()
