@@ -138,7 +138,7 @@ def _layers_section(r: Report, v: Variant | None) -> str:
             f'<th class="num">before</th><th class="num">after</th><th class="num">kept</th></tr>{body}'
             "</table></details>"
         )
-    if v.sparsity_layers:
+    if v.sparsity_layers and v.sparsity_method not in (None, "none"):
         body = "".join(
             f"<tr><td>{_e(s['name'])}</td><td>{_e(s['kind'])}</td><td class='num'>{s['weights']:,}</td>"
             f"<td class='num'>{_pct(s['sparsity'])}</td><td>{_e(s.get('reason') or '')}</td></tr>"

@@ -213,10 +213,13 @@ def accuracy_scatter(report: Report) -> str | None:
         lo, hi = min(x for x, _ in xy), max(x for x, _ in xy)
         pad = (hi - lo) * 0.25 or hi * 0.1 or 1.0
         ax.set_xlim(max(0, lo - pad), hi + pad)
+        ylo, yhi = min(y for _, y in xy), max(y for _, y in xy)
+        ypad = (yhi - ylo) * 0.15 or 1.0
+        ax.set_ylim(ylo - ypad, yhi + ypad)
         ax.set_xlabel(f"median latency, ms ({dev}, {t} thread{'s' if t > 1 else ''})")
         ax.set_ylabel("top-1 accuracy, %")
         ax.set_title(f"Accuracy vs latency on {dev}", loc="left")
-        ax.legend(fontsize=8, loc="lower right", markerscale=0.5)
+        ax.legend(fontsize=8, loc="best", markerscale=0.5)
     front_names = [
         pts[i][0].name
         for dev, t, pts in panels
