@@ -360,7 +360,9 @@ class DeviceSession:
             wd = self.spec.workdir
             base_expr = quote(wd if wd.startswith(("/", "./", "../")) else "./" + wd)
         else:
-            base_expr = '"' + self._default_base() + '"'  # $HOME expands; the rest is a fixed safe path
+            base = self._default_base()
+            # ssh's default is "$HOME/.cache/edgeprune": $HOME must expand, the rest is fixed text
+            base_expr = f'"{base}"' if base.startswith("$HOME/") else quote(base)
         run_name = f"run-{self.run_id}"
         mkdirs = join_argv(["mkdir", run_name, *[f"{run_name}/m{i}" for i in range(model_dirs)]])
         script = f'd={base_expr} && mkdir -p "$d/cache" && cd "$d" && pwd -P && {mkdirs}'
