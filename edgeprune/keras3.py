@@ -57,9 +57,12 @@ class Keras3Translation:
     atol: float
     output_scale: float  # largest |output| of the Keras 3 model on the check inputs
     check_batch: int
+    notes: tuple = ()  # what the translation changed on purpose (e.g. mixed precision -> float32)
 
     def to_dict(self) -> dict:
-        return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
+        data = dataclasses.asdict(self)
+        data["notes"] = list(self.notes)
+        return {"schema_version": SCHEMA_VERSION, **data}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Keras3Translation":
@@ -77,7 +80,9 @@ class Keras3Translation:
                 f"Keras 3 translation record has unknown keys {unknown} and missing keys {missing}",
                 hint="the record is corrupt; re-run the translation",
             )
-        return cls(**{k: data[k] for k in fields})
+        values = {k: data[k] for k in fields}
+        values["notes"] = tuple(values["notes"])
+        return cls(**values)
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,14 +242,34 @@ def _translate_activation(value) -> tuple[str, Callable | None]:
     raise _Untranslatable(f"activation '{name}' has no tf_keras equivalent")
 
 
-def _translate_dtype(value):
-    """Keras 3 DTypePolicy dicts -> plain dtype strings (or a mixed policy name)."""
-    if value is None or isinstance(value, str):
+_MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
+MIXED_PRECISION_NOTE = (
+    "mixed-precision layers are translated to float32 (their weights are float32 already) and checked against "
+    "the Keras 3 model computed in float32"
+)
+
+
+def _dtype_name(value) -> str | None:
+    if isinstance(value, str):
         return value
     if isinstance(value, dict) and value.get("class_name") in ("DTypePolicy", "FloatDTypePolicy", "Policy"):
-        name = (value.get("config") or {}).get("name")
-        if name in ("float16", "float32", "float64", "bfloat16", "mixed_float16", "mixed_bfloat16"):
-            return name
+        return (value.get("config") or {}).get("name")
+    return None
+
+
+def _translate_dtype(value):
+    """Keras 3 DTypePolicy dicts -> plain dtype strings. Mixed precision becomes float32: edge
+    exports are float32 or quantized, and a CPU computes float16 slowly and differently."""
+    if value is None:
+        return value
+    if isinstance(value, str):  # a plain dtype (inputs may be int32, bool, ...)
+        return "float32" if value in _MIXED_POLICIES else value
+    name = _dtype_name(value)
+    if name in _MIXED_POLICIES:
+        return "float32"
+    if name in ("float16", "float32", "float64", "bfloat16"):
+        return name
+    if name is not None:
         raise _Untranslatable(f"dtype policy '{name}' has no tf_keras equivalent")
     if isinstance(value, dict) and "Quantized" in str(value.get("class_name")):
         raise _Untranslatable("the layer is quantized by Keras 3 (quantized dtype policy)")
@@ -919,12 +944,40 @@ def _short(error: BaseException, limit: int = 240) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _uses_mixed_precision(config) -> bool:
+    if isinstance(config, dict):
+        if _dtype_name(config) in _MIXED_POLICIES and "class_name" in config:
+            return True
+        return any(_uses_mixed_precision(v) for v in config.values())
+    if isinstance(config, list):
+        return any(_uses_mixed_precision(v) for v in config)
+    return False
+
+
+def _float32_policies(config):
+    """The config with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if "class_name" in config and _dtype_name(config) in _MIXED_POLICIES:
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: _float32_policies(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(v) for v in config]
+    return config
+
+
 def _load_reference(source: _Source):
+    """The Keras 3 model the translation is checked against: Keras 3's own reading of the file
+    (for mixed-precision models, the same model computed in float32)."""
     keras = _keras3()
+    mixed = _uses_mixed_precision(source.config)
     try:
-        if source.format == "keras":
+        if source.format == "keras" and not mixed:
             return keras.saving.load_model(source.path, compile=False, safe_mode=True)
-        config = _repair_h5_config(source.config)
+        if source.format == "keras":
+            model = keras.models.model_from_json(json.dumps(_float32_policies(source.config)))
+            model.load_weights(str(source.path))
+            return model
+        config = _repair_h5_config(_float32_policies(source.config) if mixed else source.config)
         # The top level needs a module for the public loader; inner layers keep the legacy form.
         config.setdefault("module", "keras.src.models.functional" if config.get("class_name") != "Sequential"
                           else "keras")
@@ -1210,6 +1263,7 @@ def load_keras3(path, check_batch: int = DEFAULT_CHECK_BATCH, atol: float = DEFA
         atol=float(atol),
         output_scale=scale,
         check_batch=check_batch,
+        notes=(MIXED_PRECISION_NOTE,) if _uses_mixed_precision(source.config) else (),
     )
     return built.model, info
 

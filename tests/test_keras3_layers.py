@@ -266,3 +266,27 @@ def test_a_fixed_batch_size_is_kept(tmp_path):
     model, info = load_keras3(path)
     assert tuple(model.inputs[0].shape) == (2, 4)
     assert info.max_abs_diff <= info.tolerance
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_mixed_precision_models_become_float32(tmp_path, fmt):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([
+            keras.Input((8, 8, 3)), L.Conv2D(4, 3, activation="relu", name="c"), L.BatchNormalization(name="bn"),
+            L.GlobalAveragePooling2D(name="gap"), L.Dense(3, name="d"),
+            L.Activation("softmax", dtype="float32", name="probs"),
+        ], name="mixed")
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    randomize(model, seed=3)
+    path = tmp_path / f"mixed.{fmt}"
+    model.save(path)
+    translated, info = load_keras3(path)
+    assert info.notes == (k3mod.MIXED_PRECISION_NOTE,)
+    assert info.max_abs_diff <= info.tolerance
+    assert {layer.dtype_policy.name for layer in translated.layers} == {"float32"}
+    # against the mixed-precision Keras 3 model itself: equal within float16 rounding
+    x = np.random.default_rng(2).standard_normal((4, 8, 8, 3)).astype("float32")
+    assert np.max(np.abs(np.asarray(model(x)) - translated(x).numpy())) < 5e-3
