@@ -54,6 +54,11 @@ def test_bench_json_round_trip(folders):
     back = json.loads(tables.render_json(rep))
     assert back["schema"] == "edgeprune.report" and back["version"] == 1
     assert len(back["measurements"]) == 18 and back["devices"][0]["name"] == "pixel7"
+    again = merge.Report.from_dict(back)
+    assert again.to_dict() == back
+    assert again.measurement("int8", "pi5", 4) == rep.measurement("int8", "pi5", 4)
+    with pytest.raises(SchemaError, match="merged report version 2 is not supported"):
+        merge.Report.from_dict({**back, "version": 2})
 
 
 def test_report_json_round_trip_and_merge_with_a_bench_run(folders):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from edgeprune.errors import InputFileError, SchemaError
@@ -184,6 +184,42 @@ class Report:
             "failures": list(self.failures),
             "notes": list(self.notes),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Report":
+        """Reads what to_dict wrote (`edgeprune report --format json`); other versions are refused."""
+        if not isinstance(d, dict) or d.get("schema") != MERGED_SCHEMA:
+            got = d.get("schema") if isinstance(d, dict) else None
+            raise SchemaError(
+                f"not a merged edgeprune report (schema {got!r})", f"expected schema '{MERGED_SCHEMA}'"
+            )
+        if d.get("version") != MERGED_VERSION:
+            raise SchemaError(
+                f"merged report version {d.get('version')!r} is not supported",
+                f"this edgeprune reads version {MERGED_VERSION}",
+            )
+
+        def build(kind, rows, where):
+            names = {f.name for f in fields(kind)}
+            out = []
+            for i, row in enumerate(rows):
+                unknown = set(row) - names
+                if unknown:
+                    raise SchemaError(f"{where}[{i}] has unknown keys {sorted(unknown)}")
+                try:
+                    out.append(kind(**row))
+                except TypeError as e:
+                    raise SchemaError(f"{where}[{i}]: {e}") from None
+            return out
+
+        return cls(
+            sources=build(Source, d.get("sources", []), "sources"),
+            variants=build(Variant, d.get("variants", []), "variants"),
+            measurements=build(Measurement, d.get("measurements", []), "measurements"),
+            devices=build(DeviceCard, d.get("devices", []), "devices"),
+            failures=list(d.get("failures", [])),
+            notes=list(d.get("notes", [])),
+        )
 
 
 # ---------------------------------------------------------------- loading folders
