@@ -220,3 +220,13 @@ def test_the_schema_document_names_every_key(folders):
     merged = _keys(merge.load([folders["run"], folders["bench"]]).to_dict(), set())
     missing = sorted((bench | report | merged) - documented)
     assert not missing, f"docs/report-schema.md does not describe {missing}"
+
+
+def test_the_pipeline_terminal_summary_fits_80_columns():
+    from edgeprune.report.run import terminal_summary
+
+    for kw in ({"threads": (1, 2, 4), "long_names": True}, {"threads": (1, 2, 4, 8)}):
+        lines = terminal_summary(pipeline_report(**kw)).splitlines()
+        assert max(len(x) for x in lines) <= 80, max(lines, key=len)
+    text = terminal_summary(pipeline_report(threads=(1, 2, 4), long_names=True))
+    assert "int8-with-a-rather-~" in text and "0.871" in text  # cut names; 3 significant digits

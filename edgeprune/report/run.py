@@ -50,6 +50,11 @@ def _kb(n):
     return "-" if n is None else f"{n / 1024:,.0f}"
 
 
+def _ms(x: float) -> str:
+    """Three significant digits, so a fast model's 0.0095 ms does not print as 0.01."""
+    return f"{x:.2f}" if x >= 1 else f"{x:.3g}"
+
+
 def threads_of(report: dict) -> list[int]:
     return list(report.get("recipe", {}).get("bench", {}).get("threads", [1]))
 
@@ -66,7 +71,7 @@ def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
         speed = lat[0].get("speedup") if lat and lat[0] else None
         rows.append([v["name"], _kb(v["bytes"]), _kb(v["gzip_bytes"]), _pct(v["accuracy"]), _pct(v["agreement"]),
                      _pct(v["tflite_info"]["weights_zero_fraction"])]
-                    + [f"{x['median_ms']:.2f}" if x else "-" for x in lat]
+                    + [_ms(x["median_ms"]) if x else "-" for x in lat]
                     + [f"{speed:.2f}" if speed else "-"])
     return header, rows
 
@@ -83,8 +88,11 @@ def table(header: list[str], rows: list[list[str]], markdown: bool = False, left
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
 
 
-def terminal_summary(report: dict) -> str:
+def terminal_summary(report: dict, width: int = 80) -> str:
     header, rows = summary_rows(report)
+    rest = len(table([h for h in header[1:]], [r[1:] for r in rows]).splitlines()[0]) + 2
+    name_w = max(8, width - rest)  # long variant names are cut so the table fits `width` columns
+    rows = [[r[0] if len(r[0]) <= name_w else r[0][: name_w - 1] + "~", *r[1:]] for r in rows]
     out = [table(header, rows)]
     out.append("KB: .tflite size; gz KB: gzip -9 size; acc: top-1 through LiteRT;\n"
                "agree: top-1 agreement with the baseline; zeros: zero weights in the file;\n"
