@@ -135,6 +135,7 @@ def test_remote_without_a_tflite_runtime_names_what_to_install(sshd, tmp_path):
 def test_ctrl_c_removes_the_remote_run_folder(sshd, tmp_path, sig):
     remote = tmp_path / "w"
     inv = inventory(tmp_path, sshd.inventory_entry("board", python=sys.executable, workdir=str(remote)))
+    before_ctl = set(Path("/tmp").glob("ep-*"))
     p = subprocess.Popen(
         [
             sys.executable,
@@ -169,6 +170,7 @@ def test_ctrl_c_removes_the_remote_run_folder(sshd, tmp_path, sig):
     assert not (tmp_path / "o" / "bench.json").exists()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(remote) not in ps, "the runner kept running on the device"
+    assert set(Path("/tmp").glob("ep-*")) <= before_ctl  # the ControlMaster folder went too
 
 
 def test_sftp_push_and_pull_keep_sha256_with_odd_names(sshd, tmp_path):
