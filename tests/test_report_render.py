@@ -91,8 +91,14 @@ def test_markdown_and_json_of_merged_runs(tmp_path, cli):
     assert tables.render_csv(merge.load([run])).count("\n") == 1 + 8
 
 
-def test_render_bench_takes_the_bench_run_the_harness_holds():
+def test_render_bench_takes_the_bench_run_the_harness_holds(tmp_path):
+    from edgeprune.bench.report import write_atomic, write_run
+
     run = bench_run((PIXEL, PI), ("baseline", "int8"), (1, 4))
+    paths = write_run(run, tmp_path / "bench")
+    # the call write_run makes to write the bench run's page next to bench.json
+    write_atomic(paths["bench.json"].parent / "report.html", html.render_bench(run))
+    assert (tmp_path / "bench" / "report.html").read_text().startswith("<!DOCTYPE html>")
     page = html.render_bench(run)
     assert page == html.render_bench(run.to_dict())  # the object or its JSON: one page
     assert page.count('class="card device"') == 2 and page.count('<figure class="plot">') == 2
