@@ -262,7 +262,7 @@ def render(report: Report, variant: str | None = None) -> str:
             "Latency per device",
             _figure(
                 plots.latency_bars(report),
-                "Median latency; error bars span p5 to p95.",
+                "Median latency; error bars span p5 to p95 (a p95 beyond the axis is written at its top).",
                 "No latency measured.",
             ),
         ),

@@ -12,6 +12,7 @@ import re
 from edgeprune.report.merge import Report, Variant
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+CLIP = 2.5  # latency axes end at this many times the slowest median
 WIDTH_IN = 10.5  # inches at 100 dpi: the page's content width
 _RC = {
     "svg.fonttype": "path",
@@ -133,12 +134,30 @@ def latency_bars(report: Report) -> str | None:
     for ax, dev in zip(axes, devices):
         threads = sorted({t for d, t in report.columns() if d == dev})
         width = 0.8 / len(threads)
+        here = [m for m in report.measurements if m.device == dev]
+        # a few noisy p95s must not flatten every median: the axis stops at CLIP x the slowest
+        # median and a whisker that runs past it is labelled with its p95
+        top = max(m.median_ms for m in here) * CLIP
         for j, t in enumerate(threads):
             ms = [(i, report.measurement(n, dev, t)) for i, n in enumerate(names)]
             ms = [(i, m) for i, m in ms if m is not None]
             if not ms:
                 continue
             xs = [i - 0.4 + width * (j + 0.5) for i, _ in ms]
+            for x, (_, m) in zip(xs, ms):
+                hi = m.p95_ms if m.p95_ms is not None else m.p90_ms
+                if hi is not None and hi > top:
+                    ax.annotate(
+                        f"p95 {fmt_ms(hi)}",
+                        (x, top),
+                        xytext=(3, -2),
+                        textcoords="offset points",
+                        ha="left",
+                        va="top",
+                        fontsize=7,
+                        color="#333",
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+                    )
             ax.bar(
                 xs,
                 [m.median_ms for _, m in ms],
@@ -158,8 +177,9 @@ def latency_bars(report: Report) -> str | None:
         card = report.device(dev)
         ident = f" - {card.identity}" if card and card.identity else ""
         ax.set_title(f"{dev}{ident}", loc="left")
+        ax.set_ylim(0, top)
         ax.set_ylabel("median ms (p5-p95)")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="best")
     return _svg(fig, "latency", "Median latency per variant on " + ", ".join(devices))
 
 
