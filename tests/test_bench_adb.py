@@ -236,3 +236,26 @@ def test_a_model_name_full_of_shell_metacharacters_over_adb(phone, adb_env, tmp_
     assert run.results[0].model == evil.name and run.results[0].stats.median_us > 0
     assert not list(dev.root.rglob("PWNED")) and not list(tmp_path.rglob("PWNED"))
     assert sorted(p.name for p in (dev.sandbox / "edgeprune").iterdir()) == ["cache"]
+
+
+def test_cool_to_waits_for_the_phone_to_cool_down(phone, adb_env):
+    import threading
+
+    dev, _ = phone
+    dev.set_temperature(60000)
+    cooler = threading.Timer(1.5, dev.set_temperature, args=(36000,))
+    cooler.start()
+    try:
+        t0 = time.monotonic()
+        s = BenchSettings(threads=[1], runs=3, warmup=0, min_secs=0.01, cool_to_c=45)
+        run = bench_models([TINY], [spec_for(dev)], s)
+        waited = time.monotonic() - t0
+    finally:
+        cooler.join()
+        dev.set_temperature(35000)
+    (res,) = run.results
+    assert res.thermal_before.max_temp_c == pytest.approx(36.0) and waited >= 1.5
+    assert not any("still" in n for n in res.notes)
+    hot = BenchSettings(threads=[1], runs=3, warmup=0, min_secs=0.01, cool_to_c=30, cool_wait_max_s=0.5)
+    (res,) = bench_models([TINY], [spec_for(dev)], hot).results
+    assert any("still 35.0 C after waiting 0.5 s to cool to 30 C" in n for n in res.notes), res.notes

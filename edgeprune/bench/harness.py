@@ -160,6 +160,7 @@ def _bench_device(
     started: dict[tuple[int, int], str] = {}
     wall: dict[tuple[int, int], float] = dict.fromkeys(keys, 0.0)
     failed: set[tuple[int, int]] = set()
+    cool_notes: dict[tuple[int, int], str] = {}
     failures: list[Failure] = []
     info: DeviceInfo | None = None
     measured_s = 0.0
@@ -201,6 +202,14 @@ def _bench_device(
                             proc.sleep(settings.cooldown_s)
                             cooled_s += settings.cooldown_s
                         first = False
+                        if settings.cool_to_c is not None:
+                            waited, hot = _cool_down(session, settings, task)
+                            cooled_s += waited
+                            if hot is not None:
+                                cool_notes[key] = (
+                                    f"still {hot:.1f} C after waiting {settings.cool_wait_max_s:g} s to cool to "
+                                    f"{settings.cool_to_c:g} C"
+                                )
                         task.advance(0, label)
                         t0 = time.monotonic()
                         started.setdefault(
@@ -242,7 +251,7 @@ def _bench_device(
             affinity,
             mask,
             cpus,
-            prefix_notes,
+            prefix_notes + ([cool_notes[(i, t)]] if (i, t) in cool_notes else []),
             wall[(i, t)],
             started[(i, t)],
         )
@@ -254,6 +263,22 @@ def _bench_device(
     total = time.monotonic() - start
     overhead = total - measured_s - cooled_s if results else None
     return _DeviceOutcome(info, results, failures, overhead)
+
+
+def _cool_down(session: DeviceSession, settings: BenchSettings, task) -> tuple[float, float | None]:
+    """Waits until the hottest thermal zone is at most settings.cool_to_c, reading it every 2 s,
+    for at most cool_wait_max_s. Returns (seconds waited, the temperature if still too hot). A
+    device without readable zones does not wait."""
+    start = time.monotonic()
+    while True:
+        hot = session.thermal().max_temp_c
+        if hot is None or hot <= settings.cool_to_c:
+            return time.monotonic() - start, None
+        waited = time.monotonic() - start
+        if waited >= settings.cool_wait_max_s:
+            return waited, hot
+        task.advance(0, f"cooling: {hot:.1f} C > {settings.cool_to_c:g} C")
+        proc.sleep(min(2.0, settings.cool_wait_max_s - waited))
 
 
 def _result(

@@ -189,6 +189,8 @@ class BenchSettings(_Plain):
     affinity: str | None = None
     lock_wait_s: float = 600.0
     peak_memory: bool = False  # benchmark_model --report_peak_memory_footprint (a sampling thread)
+    cool_to_c: float | None = None  # before each run, wait until the hottest zone is at most this
+    cool_wait_max_s: float = 300.0
 
     def rounds_for(self, runner: str) -> int:
         """How many rounds over the model x threads matrix: `repeats`, else 3 for benchmark_model
@@ -218,6 +220,10 @@ class BenchSettings(_Plain):
         if self.max_secs <= 0 or self.max_secs < self.min_secs:
             raise EdgepruneError(
                 f"max-secs ({self.max_secs}) must be positive and at least min-secs ({self.min_secs})"
+            )
+        if self.cool_to_c is not None and not 0 < self.cool_to_c < 150:
+            raise EdgepruneError(
+                f"cool-to must be a temperature in C between 0 and 150, got {self.cool_to_c}"
             )
         if self.runner not in (None, "python", "benchmark_model"):
             raise EdgepruneError(f"unknown runner '{self.runner}'", "use python or benchmark_model")

@@ -186,6 +186,12 @@ def devices(targets, inventory, binaries, as_json):
     metavar="big|little|prime|all|MASK",
     help="CPU affinity [inventory, else big on Android, all].",
 )
+@click.option(
+    "--cool-to",
+    type=click.FloatRange(min=1, max=149),
+    metavar="C",
+    help="Before each run, wait (up to 300 s) until the hottest thermal zone is at most C degrees.",
+)
 @click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate.")
 @click.option(
     "--peak-memory",
@@ -215,6 +221,7 @@ def bench(
     repeats,
     runner,
     affinity,
+    cool_to,
     no_xnnpack,
     peak_memory,
     max_cv,
@@ -252,6 +259,7 @@ def bench(
         runner=runner,
         affinity=affinity,
         peak_memory=peak_memory,
+        cool_to_c=cool_to,
     )
     out_dir = Path(out) if out else Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     check_out_dir(out_dir, force, [Path(m) for m in models])  # fail before any device is touched
