@@ -195,7 +195,7 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
         model = result.model
         row["channels"] = {"layers": result.layers, "params_before": result.params_before,
                            "params_after": result.params_after, "macs_before": result.macs_before,
-                           "macs_after": result.macs_after, "config": cfg.__dict__ if hasattr(cfg, "__dict__") else {}}
+                           "macs_after": result.macs_after, "config": cfg.to_dict()}
         plan_path = ctx.out / "variants" / v.name / "channel_plan.json"
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         result.plan.save(plan_path)

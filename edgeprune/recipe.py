@@ -191,6 +191,17 @@ def validate_variant(v: VariantSpec, where: str) -> None:
     if v.prune == "channels" and not v.channels:
         raise RecipeError(f"[{where}] prune = 'channels' needs a [variant.channels] table",
                           "add e.g. channels = { ratio = 0.3 }")
+    if v.channels:
+        from edgeprune.channels.config import ChannelConfig
+
+        known = {f.name for f in fields(ChannelConfig)}
+        for key in v.channels:
+            if key not in known:
+                raise RecipeError(f"unknown key {key!r} in [{where}] channels", _suggest(key, known))
+        try:
+            ChannelConfig(**v.channels)
+        except RecipeError as e:
+            raise RecipeError(f"[{where}] channels: {e.message}", e.hint) from None
 
 
 def from_dict(data: dict, source: str | None = None) -> Recipe:

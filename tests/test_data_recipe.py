@@ -92,3 +92,17 @@ def test_default_recipe_is_valid():
     r = recipe.load("models/mobilenet_v2_fashion.toml")
     assert r.model.architecture == "mobilenet_v2" and r.baseline.epochs == 3
     assert {v.prune for v in r.variants} >= {"none", "unstructured", "2:4"}
+
+
+def test_recipe_channels_table_is_checked_at_load(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text(RECIPE + "prune = 'channels'\nchannels = { ratio = 0.3, critrion = 'l1' }\n")
+    with pytest.raises(RecipeError) as e:
+        recipe.load(p)
+    assert e.value.one_line() == "unknown key 'critrion' in [variant a] channels; did you mean 'criterion'?"
+    p.write_text(RECIPE + "prune = 'channels'\nchannels = { ratio = 1.3 }\n")
+    with pytest.raises(RecipeError, match=r"\[variant a\] channels: channel ratio 1.3 is out of range"):
+        recipe.load(p)
+    p.write_text(RECIPE + "prune = 'channels'\n")
+    with pytest.raises(RecipeError, match="needs a \\[variant.channels\\] table"):
+        recipe.load(p)
