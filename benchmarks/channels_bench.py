@@ -98,12 +98,13 @@ def fashion(args) -> dict:
 
     from edgeprune.sparsity import prune as tfmot_prune
 
-    clone = keras.models.clone_model(base)
-    clone.set_weights(base.get_weights())
-    sparse, report = tfmot_prune(clone, "unstructured", ds.x_train, ds.y_train,
-                                 target=0.5, epochs=args.ft_epochs, batch_size=args.batch, learning_rate=args.lr)
-    rows.append(describe("TF-MOT 50 % + int8", convert(sparse, "int8", rep), sparse, None, ds, args))
-    for ratio in (0.3, 0.5):
+    if not args.only_latency_aware:
+        clone = keras.models.clone_model(base)
+        clone.set_weights(base.get_weights())
+        sparse, report = tfmot_prune(clone, "unstructured", ds.x_train, ds.y_train, target=0.5,
+                                     epochs=args.ft_epochs, batch_size=args.batch, learning_rate=args.lr)
+        rows.append(describe("TF-MOT 50 % + int8", convert(sparse, "int8", rep), sparse, None, ds, args))
+    for ratio in () if args.only_latency_aware else (0.3, 0.5):
         clone = keras.models.clone_model(base)
         clone.set_weights(base.get_weights())
         result = prune_channels(clone, ChannelConfig(ratio=ratio, criterion="l2", round_to=8), data=calib,
@@ -194,6 +195,7 @@ def main():
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--min-secs", type=float, default=1.0)
     ap.add_argument("--skip-latency-aware", action="store_true")
+    ap.add_argument("--only-latency-aware", action="store_true", help="Fashion-MNIST: baselines and latency-aware only")
     ap.add_argument("--latency-fraction", type=float, default=0.25,
                     help="latency-aware target as a fraction of the float32 baseline's 1-thread latency")
     ap.add_argument("--skip-224", action="store_true")

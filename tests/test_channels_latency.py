@@ -74,3 +74,17 @@ def test_a_latency_that_stops_improving_gives_up_after_patience():
 
     with pytest.raises(PruningError, match="3 steps in a row brought no new best"):
         prune_channels(zoo(), ChannelConfig(latency_ms=0.5, round_to=8), latency_probe=Flat())
+
+
+def test_only_the_groups_that_save_most_macs_are_measured():
+    from edgeprune.channels.latency import prune_for_latency
+
+    model = zoo()
+    graph = ChannelGraph(model)
+    probe = MacsProbe()
+    base = probe(model)
+    kept, before, after, steps = prune_for_latency(model, graph, ChannelConfig(latency_ms=0.8 * base, round_to=4),
+                                                   probe=probe, candidates=2)
+    assert after <= 0.8 * base
+    touched = {key for s in steps for key in s["groups"]}
+    assert touched <= {"stem:out", "conv2:out", "branch_a:out", "branch_b:out"} and len(touched) <= 2

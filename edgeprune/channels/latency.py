@@ -15,6 +15,7 @@ import numpy as np
 
 from edgeprune.channels.allocate import allowed_counts
 from edgeprune.channels.config import ChannelConfig
+from edgeprune.channels.count import Counter
 from edgeprune.channels.graph import ChannelGraph
 from edgeprune.channels.importance import make_criterion, normalized, score_groups
 from edgeprune.channels.surgery import rebuild
@@ -58,11 +59,15 @@ def representative_for(model, data, n: int = 16, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, *shape)).astype(np.float32)
 
 
-def prune_for_latency(model, graph: ChannelGraph, cfg: ChannelConfig, data=None, probe=None, patience: int = 3):
+def prune_for_latency(model, graph: ChannelGraph, cfg: ChannelConfig, data=None, probe=None, patience: int = 3,
+                      candidates: int | None = 12):
     """Kept indices (by group root) that bring the probe's latency to cfg.latency_ms or below.
     Returns (kept, latency_before_ms, latency_after_ms, steps). Gives up with a PruningError when no
     table entry promises a gain, or when `patience` steps in a row measured no new best latency (the
-    model is down to what its fixed costs and measurement noise allow)."""
+    model is down to what its fixed costs and measurement noise allow).
+
+    Every table entry costs an export and a measurement, so only the `candidates` groups whose next
+    step saves the most MACs are measured (None: all groups); latency, not MACs, then decides among them."""
     if probe is None:
         probe = HostProbe(cfg.latency_mode, cfg.latency_threads, representative_for(model, data))
     target = float(cfg.latency_ms)
@@ -94,8 +99,18 @@ def prune_for_latency(model, graph: ChannelGraph, cfg: ChannelConfig, data=None,
         trial[g.root] = n
         table[g.root] = (n, probe(rebuild(graph, kept_for(trial))), current)
 
-    with task("latency table", total=len(graph.groups)) as progress:
-        for g in graph.groups:
+    pool = list(graph.groups)
+    if candidates is not None and len(pool) > candidates:
+        counter = Counter(graph)
+        full = counter.count().macs or 0
+
+        def saved(g):
+            n = next_count(g.root, g.size)
+            return -1 if n is None else full - (counter.count({g.root: n}).macs or 0)
+
+        pool = sorted(pool, key=saved, reverse=True)[:candidates]
+    with task("latency table", total=len(pool)) as progress:
+        for g in pool:
             evaluate(g)
             progress.advance(1)
     by_root = {g.root: g for g in graph.groups}

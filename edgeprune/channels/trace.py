@@ -48,12 +48,6 @@ class Trace:
     single_output: bool
     name: str
 
-    def op_of_layer(self, name: str) -> Op:
-        for op in self.ops:
-            if op.name == name:
-                return op
-        raise KeyError(name)
-
 
 def _is_graph_model(layer) -> bool:
     return isinstance(layer, keras.Model) and getattr(layer, "_is_graph_network", False)
