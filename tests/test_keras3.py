@@ -201,23 +201,6 @@ def test_hard_swish_and_squeeze_excite_are_translated(translated):
     assert info.ops_translated > 0  # x + 3, x * (1/6) of the SE hard sigmoid
 
 
-@pytest.mark.slow
-def test_translated_hard_swish_converts_to_the_tflite_hard_swish_op(translated):
-    """hard_silu is rebuilt as tf_keras' own MobileNetV3 writes it, which the converter fuses."""
-    import contextlib
-    import io
-    import re
-
-    model, _ = translated("mobilenet_v3_small", "keras")
-    flatbuffer = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text):
-        tf.lite.experimental.Analyzer.analyze(model_content=flatbuffer)
-    ops = re.findall(r"Op#\d+ (\w+)", text.getvalue())
-    hard_swish_layers = [layer for layer in model.layers if layer.name.endswith("_hard_swish")]
-    assert ops.count("HARD_SWISH") == len(hard_swish_layers) > 0
-
-
 def test_nested_models_stay_nested(translated):
     model, info = translated("functional_nested", "h5")
     inner = model.get_layer("inner")

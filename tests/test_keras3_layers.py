@@ -290,3 +290,23 @@ def test_mixed_precision_models_become_float32(tmp_path, fmt):
     # against the mixed-precision Keras 3 model itself: equal within float16 rounding
     x = np.random.default_rng(2).standard_normal((4, 8, 8, 3)).astype("float32")
     assert np.max(np.abs(np.asarray(model(x)) - translated(x).numpy())) < 5e-3
+
+
+def test_translated_hard_swish_converts_to_the_tflite_hard_swish_op(tmp_path):
+    """hard_silu is rebuilt as tf_keras' own MobileNetV3 writes it, which the converter fuses."""
+    import contextlib
+    import io
+    import re
+
+    x = keras.Input((8, 8, 3))
+    h = L.Conv2D(4, 3, activation="hard_silu", name="conv")(x)
+    h = L.Activation("hard_swish", name="act")(L.Conv2D(4, 1, name="conv2")(h))
+    path = tmp_path / "hs.keras"
+    randomize(keras.Model(x, h), seed=4).save(path)
+    model, _ = load_keras3(path)
+    flatbuffer = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        tf.lite.experimental.Analyzer.analyze(model_content=flatbuffer)
+    ops_found = re.findall(r"Op#\d+ (\w+)", text.getvalue())
+    assert ops_found.count("HARD_SWISH") == 2, ops_found
