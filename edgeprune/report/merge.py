@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -495,6 +496,53 @@ def _clusters(cores) -> str | None:
     return "+".join(f"{sum(c.max_freq_khz == f for c in cores)}x{f / 1e6:.2f}" for f in freqs) + " GHz"
 
 
+_WEIGHT_OP = re.compile(r"/(Conv2D|MatMul|depthwise|conv2d|dense|kernel)\d*$", re.I)
+
+
+def _tensor_label(name: str) -> str:
+    """A readable name for a converter tensor name such as 'm/relu;m/conv/BiasAdd;m/conv/Conv2D1'."""
+    parts = name.split(";")
+    return next((p for p in parts if _WEIGHT_OP.search(p)), parts[-1])
+
+
+def _file_layers(path: str) -> dict:
+    """Zeros per weight tensor, read from a bench run's .tflite when it is still on this machine
+    (bench runs record files, not layers). Empty when the file is gone or unreadable."""
+    from edgeprune.errors import EdgepruneError
+
+    if not path or not Path(path).is_file():
+        return {}
+    from edgeprune import tflite_file
+
+    try:
+        info = tflite_file.read(path)
+    except EdgepruneError:
+        return {}
+    layers = []
+    for t in info.tensors:
+        size = 1
+        for d in t.shape:
+            size *= d
+        if not t.is_constant or len(t.shape) < 2 or size < 64 or t.zero_fraction is None:
+            continue
+        layers.append(
+            {
+                "name": _tensor_label(t.name),
+                "kind": f"{t.dtype} {'x'.join(map(str, t.shape))}",
+                "weights": size,
+                "zeros": round(t.zero_fraction * size),
+                "sparsity": round(t.zero_fraction, 6),
+                "targeted": t.zero_fraction >= 0.05,
+                "reason": "sparse-encoded in the file" if t.sparse else "",
+            }
+        )
+    return {
+        "zeros": round(info.constant_zero_fraction(), 6),
+        "sparsity_method": "file",
+        "sparsity_layers": layers,
+    }
+
+
 def _add_bench(report: Report, run, label: str, path: Path | None) -> None:
     report.sources.append(
         Source(
@@ -528,6 +576,7 @@ def _add_bench(report: Report, run, label: str, path: Path | None) -> None:
                     Variant(
                         name=f"{name}@{label}",
                         source=label,
+                        **_file_layers(mf.path),
                         file=mf.path,
                         bytes=mf.bytes,
                         gzip_bytes=mf.gzip_bytes,
@@ -541,6 +590,7 @@ def _add_bench(report: Report, run, label: str, path: Path | None) -> None:
             Variant(
                 name=name,
                 source=label,
+                **_file_layers(mf.path),
                 file=mf.path,
                 bytes=mf.bytes,
                 gzip_bytes=mf.gzip_bytes,

@@ -294,7 +294,11 @@ def layer_plot(variant: Variant) -> str | None:
         ax.set_yticks(list(y), [f"{r['name']} ({r['kind']})" for r in rows])
         ax.invert_yaxis()
         ax.set_xlim(0, 125)
-        ax.set_xlabel("zero weights, % (green: pruned by TF-MOT, grey: left dense)")
+        ax.set_xlabel(
+            "zero weights per weight tensor of the .tflite, %"
+            if variant.sparsity_method == "file"
+            else "zero weights, % (green: pruned by TF-MOT, grey: left dense)"
+        )
         ax.set_title(f"Sparsity per layer: {variant.name}", loc="left")
         return _svg(fig, "layers", f"Sparsity per layer of {variant.name}")
     return None
