@@ -121,8 +121,8 @@ def _variants_table(r: Report) -> str:
 def _layers_section(r: Report, v: Variant | None) -> str:
     if v is None:
         return (
-            '<p class="note">No per-layer data: bench runs measure files only; give the pipeline run '
-            "folder too to see sparsity or channels per layer.</p>"
+            '<p class="note">No per-layer data: bench runs record files, and these files are not on '
+            "this machine; give the pipeline run folder too to see sparsity or channels per layer.</p>"
         )
     svg = plots.layer_plot(v)
     out = [_figure(svg, "Chosen with --variant; by default the most pruned variant.", "no per-layer data")]
@@ -191,7 +191,8 @@ def _device_cards(r: Report) -> str:
         f'<div class="cards">{"".join(cards)}</div>'
         '<p class="legend">Flags: high_cv = coefficient of variation above the run\'s limit; '
         "throttled = the device reported thermal throttling before or after the "
-        "measurement; oversubscribed = more threads than CPUs in the affinity mask. Numbers from different "
+        "measurement; oversubscribed = more threads than CPUs in the affinity mask; unstable_median = the "
+        "medians of the measurement's rounds disagree. Numbers from different "
         "devices are never one population.</p>"
     )
 
