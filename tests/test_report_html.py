@@ -188,8 +188,9 @@ def test_a_two_device_bench_renders_with_a_card_per_device(pipeline_run, bench_t
     header = dom.split('<table class="variants">')[1].split("</tr>")[0]
     assert header.count("thr<br>") == 4  # 2 devices x 2 thread counts
     figures = re.findall(r'<figure class="plot">(.*?)</figure>', dom, flags=re.S)
-    assert len(figures) == 2 and all("<svg" in f for f in figures)  # size and latency; no accuracy here
+    assert len(figures) == 3 and all("<svg" in f for f in figures)  # size, latency, layers read from the files
     assert "No accuracy: bench runs measure files only" in dom
+    assert "Per layer: ch30-int8" in dom or "Per layer: baseline" in dom
     # merged with the pipeline run, the phone gets the accuracy trade-off too
     merged = tmp_path / "merged.html"
     r = cli("report", pipeline_run, bench_two_devices, "-o", merged, "--variant", "ch30-int8")

@@ -103,3 +103,19 @@ def test_render_bench_takes_the_bench_run_the_harness_holds(tmp_path):
     assert page == html.render_bench(run.to_dict())  # the object or its JSON: one page
     assert page.count('class="card device"') == 2 and page.count('<figure class="plot">') == 2
     assert "<title>edgeprune bench</title>" in page
+
+
+def test_bench_files_still_here_give_zeros_per_weight_tensor():
+    import dataclasses
+    from pathlib import Path
+
+    tiny = Path(__file__).parent / "fixtures" / "bench_tiny.tflite"
+    run = bench_run((PIXEL,), ("int8",), (1,))
+    run.models = [dataclasses.replace(run.models[0], path=str(tiny))]
+    v = merge.from_bench_run(run).variant("int8")
+    assert v.sparsity_method == "file" and v.sparsity_layers
+    assert all(lay["weights"] >= 64 and "x" in lay["kind"] for lay in v.sparsity_layers)
+    page = html.render(merge.from_bench_run(run))
+    assert 'aria-label="Sparsity per layer of int8"' in page
+    gone = bench_run((PIXEL,), ("int8",), (1,))  # files recorded on another machine
+    assert merge.from_bench_run(gone).variant("int8").sparsity_layers == []
