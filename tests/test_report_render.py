@@ -34,6 +34,11 @@ def test_failed_variants_render_and_a_failed_baseline_gives_no_ratios():
     assert rep.baseline() is None and rep.ratio(rep.variant("int8")) is None
     page = html.render(rep)
     assert page.count('<figure class="plot">') == 4  # every plot still drawn from what is there
+    everything_failed = pipeline_report()
+    for name in ("baseline", "int8", "s60", "ch30-int8"):
+        _failed(everything_failed, name)
+    page = html.render_run(everything_failed)  # what pipeline.run() writes after a run where all failed
+    assert page.count('<tr class="failed">') == 4 and "No sizes recorded." in page and "<svg" not in page
 
 
 def test_a_hot_phone_card_shows_throttling_and_temperatures():
