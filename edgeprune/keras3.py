@@ -1098,13 +1098,22 @@ def _max_abs_diff(a, b) -> float:
 
 
 def _input_spread(plan: _ModelPlan, input_name: str) -> float:
-    """An input that goes straight into a Rescaling layer (image models: 0..255 -> -1..1) gets
-    random values spread by 1/scale, so the check exercises the range the model expects."""
+    """An input that goes straight into a Rescaling layer or preprocess_input's `x / 127.5`
+    (image models: 0..255 -> -1..1) gets random values spread by 1/scale, so the check exercises
+    the range the model expects."""
     for e in plan.entries:
-        if e.class_name == "Rescaling" and e.nodes and any(r.layer == input_name for r in _refs_in(e.nodes[0])):
+        if not e.nodes or not any(r.layer == input_name for r in _refs_in(e.nodes[0])):
+            continue
+        scale = None
+        if e.class_name == "Rescaling":
             scale = (e.tfk_config or {}).get("scale")
-            if isinstance(scale, (int, float)) and scale != 0:
-                return 1.0 / abs(float(scale))
+        elif e.class_name in ("TrueDivide", "Divide") and len(e.nodes[0][0]) == 2:
+            divisor = e.nodes[0][0][1]
+            scale = 1.0 / divisor if isinstance(divisor, (int, float)) and divisor != 0 else None
+        elif e.class_name == "Multiply" and e.kind == "op" and len(e.nodes[0][0]) == 2:
+            scale = next((a for a in e.nodes[0][0] if isinstance(a, (int, float))), None)
+        if isinstance(scale, (int, float)) and 0 < abs(scale) < 1:
+            return 1.0 / abs(float(scale))
     return 1.0
 
 

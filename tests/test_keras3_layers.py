@@ -310,3 +310,17 @@ def test_translated_hard_swish_converts_to_the_tflite_hard_swish_op(tmp_path):
         tf.lite.experimental.Analyzer.analyze(model_content=flatbuffer)
     ops_found = re.findall(r"Op#\d+ (\w+)", text.getvalue())
     assert ops_found.count("HARD_SWISH") == 2, ops_found
+
+
+def test_check_inputs_follow_the_models_own_input_scaling(tmp_path):
+    """Image models divide 0..255 inputs by 127.5: the check spreads its random inputs to match."""
+    for name, head in (("div", lambda x: x / 127.5 - 1.0), ("rescale", L.Rescaling(1 / 255.0)),
+                       ("plain", L.Dense(2))):
+        x = keras.Input((4,), name="pixels")
+        path = tmp_path / f"{name}.keras"
+        keras.Model(x, L.Dense(2, name="d")(head(x))).save(path)
+        plan, problems = k3mod._plan(k3mod._read_source(path).config)
+        assert not problems
+        _, by_name = k3mod._inputs_for(plan, 64)
+        expected = {"div": 127.5, "rescale": 255.0, "plain": 1.0}[name]
+        assert float(np.std(by_name["pixels"])) == pytest.approx(expected, rel=0.2)
