@@ -8,10 +8,9 @@
 from __future__ import annotations
 
 import html
-import json
 
 from edgeprune.report import plots
-from edgeprune.report.merge import Report, Variant, from_bench_run, from_run_dict
+from edgeprune.report.merge import Report, Variant, from_bench_run, from_run_dict, to_toml
 from edgeprune.report.plots import fmt_ms
 
 CSS = """
@@ -221,7 +220,7 @@ def _provenance(r: Report) -> str:
         if s.settings:
             out.append(
                 "<details open><summary>Bench settings</summary>"
-                f"<pre>{_e(json.dumps(s.settings, indent=1))}</pre></details>"
+                f"<pre>{_e(to_toml(s.settings))}</pre></details>"
             )
     return "".join(out)
 

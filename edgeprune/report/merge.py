@@ -749,7 +749,7 @@ def to_toml(recipe: dict) -> str:
         for k, v in d.items():
             lines.append(f"# {k} (unset)" if v is None else f"{k} = {_toml_value(v)}")
 
-    top = {k: v for k, v in recipe.items() if not isinstance(v, (dict, list)) or k == "threads"}
+    top = {k: v for k, v in recipe.items() if not isinstance(v, dict) and k != "variants"}
     top.pop("source", None)
     table(top)
     for k, v in recipe.items():
