@@ -15,7 +15,7 @@ from edgeprune.errors import DeviceError
 
 
 class _LineTask(progress.Task):
-    def __init__(self, reporter: "_StderrReporter", label: str, total: int | None):
+    def __init__(self, reporter: "DeviceLineReporter", label: str, total: int | None):
         super().__init__(label, total)
         self.reporter = reporter
         self.start = time.monotonic()
@@ -27,8 +27,10 @@ class _LineTask(progress.Task):
             self.reporter.line(f"[{self.label}]{count} {status} ({time.monotonic() - self.start:.0f} s)")
 
 
-class _StderrReporter(progress.Reporter):
-    """Thread-safe: devices report from their own worker threads."""
+class DeviceLineReporter(progress.Reporter):
+    """One stderr line per device step, thread-safe: devices report from their own worker
+    threads at the same time, which a single redrawn bar cannot show. Install it around
+    bench_models() whenever several devices run."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -123,7 +125,7 @@ def devices(targets, inventory, binaries, as_json):
             listed = {}  # no adb here: only the host and the inventory
         known = {d.target for d in inv.devices} if inv else set()
         targets += [f"adb:{s}" for s in listed if f"adb:{s}" not in known]
-    progress.set_reporter(_StderrReporter())
+    progress.set_reporter(DeviceLineReporter())
     infos = probe_devices(targets, inv, _binaries(binaries))
     if as_json:
         click.echo(json.dumps([i.to_dict() for i in infos], indent=1))
@@ -264,7 +266,7 @@ def bench(
     out_dir = Path(out) if out else Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     check_out_dir(out_dir, force, [Path(m) for m in models])  # fail before any device is touched
     inv = load_inventory(inventory) if inventory else None
-    progress.set_reporter(_StderrReporter())
+    progress.set_reporter(DeviceLineReporter())
     _terminate_like_ctrl_c()
     run = bench_models(list(models), list(targets), settings, inv, _binaries(binaries))
     paths = write_run(run, out_dir, force)
