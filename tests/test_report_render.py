@@ -124,3 +124,16 @@ def test_bench_files_still_here_give_zeros_per_weight_tensor():
     assert 'aria-label="Sparsity per layer of int8"' in page
     gone = bench_run((PIXEL,), ("int8",), (1,))  # files recorded on another machine
     assert merge.from_bench_run(gone).variant("int8").sparsity_layers == []
+
+
+def test_two_devices_under_one_name_stay_apart(tmp_path):
+    a = write_bench(tmp_path / "a", bench_run((PIXEL,), ("int8",), (1,)))
+    pixel8 = dict(PIXEL, model="Pixel 8", soc="Google Tensor G3")
+    b = write_bench(tmp_path / "b", bench_run((pixel8,), ("int8",), (1,), scale=0.8))
+    rep = merge.load([a, b])
+    assert [d.name for d in rep.devices] == ["pixel7", "pixel7@b"]
+    assert rep.columns() == [("pixel7", 1), ("pixel7@b", 1)]
+    assert rep.measurement("int8", "pixel7@b", 1).median_ms < rep.measurement("int8", "pixel7", 1).median_ms
+    assert any("shown apart as pixel7@b" in n for n in rep.notes)
+    same = write_bench(tmp_path / "same", bench_run((PIXEL,), ("s60",), (1,)))
+    assert [d.name for d in merge.load([a, same]).devices] == ["pixel7"]  # one phone, two runs

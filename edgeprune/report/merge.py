@@ -391,7 +391,26 @@ def _add_pipeline(report: Report, data: dict, label: str, path: Path | None) -> 
             host=dict(m),
         )
     )
-    runtimes = set()
+    rows = [x for v in data.get("variants", []) for x in v.get("latency", []) if "median_ms" in x]
+    device = "local"
+    if rows:
+        runtimes = sorted({x.get("runtime") or "?" for x in rows})
+        device = _claim_device(
+            report,
+            DeviceCard(
+                name="local",
+                target="local",
+                source=label,
+                kind="host",
+                model=m.get("machine"),
+                soc=m.get("cpu"),
+                abi=m.get("machine"),
+                cores=m.get("cores"),
+                os=" ".join(x for x in (m.get("system"), m.get("release")) if x) or None,
+                runners=[f"pipeline host timing ({r})" for r in runtimes],
+                notes=[f"host {m.get('hostname')}; pipeline runs record no thermal state"],
+            ),
+        )
     for v in data.get("variants", []):
         spec = v.get("spec", {})
         sp = v.get("sparsity") or {}
@@ -435,13 +454,12 @@ def _add_pipeline(report: Report, data: dict, label: str, path: Path | None) -> 
                     f"{x.get('error', 'no latency')}"
                 )
                 continue
-            runtimes.add(x.get("runtime", ""))
             _put_measurement(
                 report,
                 Measurement(
                     source=label,
                     variant=v["name"],
-                    device=x.get("target", "local"),
+                    device=device,
                     target=x.get("target", "local"),
                     threads=int(x["threads"]),
                     median_ms=x["median_ms"],
@@ -457,22 +475,27 @@ def _add_pipeline(report: Report, data: dict, label: str, path: Path | None) -> 
             )
         for f in v.get("failures", []) if v.get("status") != "ok" else []:
             report.failures.append(f"{label}: variant {v['name']} failed: {f}")
-    if any(m_.source == label for m_ in report.measurements) and report.device("local") is None:
-        report.devices.append(
-            DeviceCard(
-                name="local",
-                target="local",
-                source=label,
-                kind="host",
-                model=m.get("machine"),
-                soc=m.get("cpu"),
-                abi=m.get("machine"),
-                cores=m.get("cores"),
-                os=" ".join(x for x in (m.get("system"), m.get("release")) if x) or None,
-                runners=[f"pipeline host timing ({r})" for r in sorted(runtimes) if r],
-                notes=[f"host {m.get('hostname')}; pipeline runs record no thermal state"],
-            )
+
+
+def _claim_device(report: Report, card: DeviceCard) -> str:
+    """Adds a source's device card and returns the name its measurements go by: the device's own,
+    unless another source holds a different device (model, SoC, ABI) under that name, which is
+    then told apart as NAME@SOURCE, never mixed into one population."""
+    old = report.device(card.name)
+    if old is None:
+        report.devices.append(card)
+        return card.name
+    if old.identity and card.identity and old.identity != card.identity:
+        name = f"{card.name}@{card.source}"
+        report.notes.append(
+            f"{card.name} is '{old.identity}' in {old.source} but '{card.identity}' in {card.source}: "
+            f"shown apart as {name}"
         )
+        report.devices.append(replace(card, name=name))
+        return name
+    if old.kind == "host" and card.kind != "host":  # a bench run's card knows more than a pipeline's
+        report.devices[report.devices.index(old)] = card
+    return card.name
 
 
 # ---------------------------------------------------------------- bench runs
@@ -597,6 +620,7 @@ def _add_bench(report: Report, run, label: str, path: Path | None) -> None:
                 sha256=mf.sha256,
             )
         )
+    devices: dict[str, str] = {}
     for d in run.devices:
         rows = [r for r in run.results if r.device == d.name]
         flags: dict[str, int] = {}
@@ -640,16 +664,7 @@ def _add_bench(report: Report, run, label: str, path: Path | None) -> None:
             notes=sorted({n for r in rows for n in r.notes}),
             error=None if (d.reachable and d.authorized) else (d.error or "unavailable"),
         )
-        old = report.device(d.name)
-        if old is None:
-            report.devices.append(card)
-        else:
-            if old.identity and card.identity and old.identity != card.identity:
-                report.notes.append(
-                    f"device {d.name} is '{old.identity}' in {old.source} but '{card.identity}' "
-                    f"in {label}: its numbers are not one population"
-                )
-            report.devices[report.devices.index(old)] = card if old.kind == "host" and not old.flags else old
+        devices[d.name] = _claim_device(report, card)
     for r in run.results:
         s = r.stats
         raw = r.samples_us if r.samples_us else r.repeat_medians_us
@@ -658,7 +673,7 @@ def _add_bench(report: Report, run, label: str, path: Path | None) -> None:
             Measurement(
                 source=label,
                 variant=names.get(r.model, r.model),
-                device=r.device,
+                device=devices.get(r.device, r.device),
                 target=r.target,
                 threads=r.threads,
                 median_ms=s.median_us / 1e3,
