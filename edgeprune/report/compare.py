@@ -241,7 +241,7 @@ def render_text(res: CompareResult, a: Report, b: Report) -> str:
                 _cut(
                     f"- {c.variant} on {c.device} x{c.threads}: {fmt_ms(c.a.median_ms)} ms -> "
                     f"{fmt_ms(c.b.median_ms)} ms: {ratio_text(c.ratio)} "
-                    f"({'p ' + _p(c) if c.p_value is not None else 'p5-p95 ranges apart'})",
+                    f"({'p ' + _p(c).replace('<', '< ') if c.p_value is not None else 'p5-p95 ranges apart'})",
                     80,
                 )
             )
