@@ -237,11 +237,11 @@ def render_text(res: CompareResult, a: Report, b: Report) -> str:
     if regs:
         out.append(f"Regressions ({len(regs)}):")
         for c in regs:
+            why = "p5-p95 ranges apart" if c.p_value is None else "p " + _p(c).replace("<", "< ")
             out.append(
                 _cut(
                     f"- {c.variant} on {c.device} x{c.threads}: {fmt_ms(c.a.median_ms)} ms -> "
-                    f"{fmt_ms(c.b.median_ms)} ms: {ratio_text(c.ratio)} "
-                    f"({'p ' + _p(c).replace('<', '< ') if c.p_value is not None else 'p5-p95 ranges apart'})",
+                    f"{fmt_ms(c.b.median_ms)} ms: {ratio_text(c.ratio)} ({why})",
                     80,
                 )
             )
