@@ -173,3 +173,30 @@ def test_runtime_hint_knows_where_ai_edge_litert_has_wheels():
     assert "32-bit ARM" in _runtime_hint("python3", "armv7l", "3.11.2")
     assert "3.10-3.13" in _runtime_hint("python3", "aarch64", "3.9.2")
     assert "pip install ai-edge-litert" in _runtime_hint("/venv/bin/python", "aarch64", "3.11.2")
+
+
+def test_a_shell_that_prints_a_banner_first_does_not_confuse_the_session(tmp_path):
+    """Over ssh a login shell's rc file may echo before every command; the session parses only its
+    own tagged lines and sections."""
+    import dataclasses
+    from pathlib import Path
+
+    from edgeprune.bench.device import DeviceSession
+    from edgeprune.bench.inventory import DeviceSpec
+
+    class BannerShell(LocalTransport):
+        def shell(self, script, timeout, *, during_cancel=False):
+            r = super().shell(script, timeout, during_cancel=during_cancel)
+            return dataclasses.replace(r, stdout="Welcome to the board! 1 2 3\n" + r.stdout)
+
+    model = Path(__file__).parent / "fixtures" / "bench_tiny.tflite"
+    with DeviceSession(DeviceSpec(name="b", kind="local", workdir=str(tmp_path / "w"))) as s:
+        s.transport = BannerShell()
+        info = s.probe()
+        assert info.cores and info.runtimes
+        s.open_folders(model_dirs=1)
+        assert s.run_dir.startswith(str(tmp_path / "w") + "/run-")
+        s.push_checked(model, f"{s.run_dir}/m0/x.tflite")
+        remote, sha = s.cached(model)
+        assert s.cached(model) == (remote, sha)
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["cache"]

@@ -62,6 +62,7 @@ _RUNTIME_PROBE = (
 )
 
 _SECTION = "__EDGEPRUNE_SECTION__="
+_TAG = "__EDGEPRUNE__"  # marks the lines to parse among whatever else a remote shell prints
 _GETPROP = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")
 
 
@@ -365,9 +366,11 @@ class DeviceSession:
             base_expr = f'"{base}"' if base.startswith("$HOME/") else quote(base)
         run_name = f"run-{self.run_id}"
         mkdirs = join_argv(["mkdir", run_name, *[f"{run_name}/m{i}" for i in range(model_dirs)]])
-        script = f'd={base_expr} && mkdir -p "$d/cache" && cd "$d" && pwd -P && {mkdirs}'
+        script = f'd={base_expr} && mkdir -p "$d/cache" && cd "$d" && echo "{_TAG}base=$(pwd -P)" && {mkdirs}'
         r = self.transport.shell(script, PROBE_TIMEOUT).check(self.label, "creating the remote work folders")
-        base = r.stdout.strip().splitlines()[0] if r.stdout.strip() else ""
+        base = next(
+            (ln[len(_TAG) + 5 :] for ln in r.stdout.splitlines() if ln.startswith(_TAG + "base=")), ""
+        )
         if not base.startswith("/"):
             raise DeviceError(f"{self.label}: the work folder resolved to {base!r}, not an absolute path")
         self.base = base
@@ -448,12 +451,13 @@ class DeviceSession:
         if not paths:
             return []
         if self.has_sha256sum:
-            body = 'sha256sum "$f" 2>/dev/null | cut -c1-64 || echo -'
+            body = f'echo "{_TAG}$(sha256sum "$f" 2>/dev/null | cut -c1-64)"'
         else:
-            body = 'wc -c < "$f" 2>/dev/null | tr -d " " || echo -'
-        script = f'for f in {" ".join(quote(p) for p in paths)}; do [ -f "$f" ] && {body} || echo -; done'
+            body = f'echo "{_TAG}$(wc -c < "$f" 2>/dev/null | tr -d " ")"'
+        script = f'for f in {" ".join(quote(p) for p in paths)}; do if [ -f "$f" ]; then {body}; else echo "{_TAG}-"; fi; done'
         r = self.transport.shell(script, PROBE_TIMEOUT).check(self.label, "checking copied files")
-        words = [w.strip() for w in r.stdout.strip().splitlines()]
+        # tagged lines only: a login shell may print a banner first (.bashrc echoing over ssh)
+        words = [ln[len(_TAG) :].strip() or "-" for ln in r.stdout.splitlines() if ln.startswith(_TAG)]
         if len(words) != len(paths):
             raise DeviceError(f"{self.label}: could not check the copied files: {r.tail()}")
         return [None if w == "-" else w for w in words]
