@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import click
@@ -67,7 +68,10 @@ class ClickReporter(progress.Reporter):
     def task(self, label, total):
         if self.quiet:
             return progress.Task(label, total)
-        return _BarTask(label, total, self.tty)
+        # Device workers report from their own threads at once: one redrawn bar would garble, so
+        # they get plain lines.
+        tty = self.tty and threading.current_thread() is threading.main_thread()
+        return _BarTask(label, total, tty)
 
     def log(self, message):
         if not self.quiet:
