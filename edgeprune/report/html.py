@@ -273,7 +273,9 @@ def render(report: Report, variant: str | None = None) -> str:
                 plots.accuracy_scatter(report),
                 "Point area shows bytes; the red line joins the Pareto front "
                 "(no other variant is both faster and more accurate).",
-                "No accuracy: bench runs measure files only. Give the pipeline run folder too "
+                "No latency measured for the variants with an accuracy."
+                if any(v.accuracy is not None for v in report.variants)
+                else "No accuracy: bench runs measure files only. Give the pipeline run folder too "
                 "(edgeprune report RUN BENCH) to see the trade-off.",
             ),
         ),
