@@ -48,6 +48,9 @@ def test_a_20_percent_slower_run_is_flagged_with_exit_3(runs, cli, cli_run):
     assert r.stderr.startswith("error: 12 regression(s) above 10%; first: baseline on pixel7 x1 1.20x slower")
     assert len(r.stderr.strip().splitlines()) == 1
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
+    r = cli("compare", runs["a"], runs["slow"], "--format", "md")
+    assert r.returncode == 3 and "| baseline | pixel7 | 1 " in r.stdout and "**REGRESSION**" in r.stdout
+    assert "**12 regression(s)** above 10%." in r.stdout
     # the same runs the other way round: faster, never a regression
     r = cli("compare", runs["slow"], runs["a"])
     assert r.returncode == 0 and "1.20x faster" in r.stdout and "REGRESSION" not in r.stdout

@@ -86,7 +86,16 @@ def report(runs, fmt, out, variant, force):
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     help="Significance level of the Mann-Whitney U test.",
 )
-def compare(a, b, threshold, alpha):
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["text", "md"]),
+    default="text",
+    show_default=True,
+    help="text for a terminal (80 columns), md for a pull request comment.",
+)
+def compare(a, b, threshold, alpha, fmt):
     """Compare run B with run A: per model x device x threads, the ratio of medians, whether the
     difference is significant, and regressions above --threshold (exit code 3).
 
@@ -96,12 +105,12 @@ def compare(a, b, threshold, alpha):
     from edgeprune.errors import RegressionFound
     from edgeprune.report import merge
     from edgeprune.report.compare import compare as compare_reports
-    from edgeprune.report.compare import ratio_text, render_text
+    from edgeprune.report.compare import ratio_text, render_markdown, render_text
 
     la, lb = merge.source_labels([a, b])
     ra, rb = merge.load([a], [la]), merge.load([b], [lb])
     res = compare_reports(ra, rb, threshold, alpha, la, lb)
-    click.echo(render_text(res, ra, rb))
+    click.echo((render_text if fmt == "text" else render_markdown)(res, ra, rb), nl=fmt == "text")
     if res.regressions:
         c = res.regressions[0]
         raise RegressionFound(

@@ -248,3 +248,47 @@ def render_text(res: CompareResult, a: Report, b: Report) -> str:
     else:
         out.append(f"No regression above {res.threshold:.0%} ({len(res.rows)} compared).")
     return "\n".join(out)
+
+
+def render_markdown(res: CompareResult, a: Report, b: Report) -> str:
+    """The comparison as one markdown table (for a pull request comment), regressions in bold."""
+    from edgeprune.report.run import table
+
+    lines = [
+        f"**A**: {res.a} &nbsp; **B**: {res.b} &nbsp; threshold {res.threshold:.0%}, p < {res.alpha:g}",
+        "",
+    ]
+    header = ["model", "device", "threads", "A ms", "B ms", "change", "p", "verdict"]
+    rows = []
+    for c in res.rows:
+        verdict = f"**{c.verdict}**" if c.regression else c.verdict
+        rows.append(
+            [
+                c.variant,
+                c.device,
+                str(c.threads),
+                fmt_ms(c.a.median_ms),
+                fmt_ms(c.b.median_ms),
+                ratio_text(c.ratio),
+                _p(c),
+                verdict,
+            ]
+        )
+    lines += [table(header, rows, markdown=True), ""]
+    methods = {c.method for c in res.rows}
+    if "mann-whitney" in methods:
+        lines.append("p: two-sided Mann-Whitney U on both runs' raw samples.")
+    if "p5-p95" in methods:
+        lines.append(
+            "p `-`: summary statistics only: significant when each median lies outside the other's "
+            "p5-p95 range."
+        )
+    lines += [f"- warning: {w}" for w in res.warnings]
+    regs = res.regressions
+    lines.append("")
+    lines.append(
+        f"**{len(regs)} regression(s)** above {res.threshold:.0%}."
+        if regs
+        else f"No regression above {res.threshold:.0%} ({len(res.rows)} compared)."
+    )
+    return "\n".join(lines) + "\n"
