@@ -1222,8 +1222,11 @@ def _verify(built: _Built, k3_model, batch: int, atol: float, label: str) -> tup
     diff = _max_abs_diff(expected, got)
     bound = _bound(atol, expected)
     if not diff <= bound:
-        where = _first_divergence(built, k3_model, by_name, x, atol)
-        place = f"outputs first diverge at layer {where}" if where else "no single layer diverges (wiring differs)"
+        try:
+            where = _first_divergence(built, k3_model, by_name, x, atol)
+            place = f"outputs first diverge at layer {where}" if where else "no single layer diverges (wiring differs)"
+        except (ValueError, TypeError, KeyError) as e:
+            place = f"the diverging layer could not be located: {_short(e, 160)}"
         raise ModelError(
             f"the tf_keras translation of {label} differs from the Keras 3 model by {diff:.3g} on random inputs "
             f"(tolerance {bound:.3g}); {place}",
