@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from android_bench.litert_runner import measure  # noqa: E402
 from edgeprune import progress  # noqa: E402
 from edgeprune._tf import keras, tf  # noqa: E402
-from edgeprune.channels import ChannelConfig, prune_channels  # noqa: E402
+from edgeprune.channels import ChannelConfig, ChannelGraph, prune_channels  # noqa: E402
+from edgeprune.channels.count import Counter  # noqa: E402
 from edgeprune.data import fit_to_model, load_fashion_mnist, representative_set  # noqa: E402
 from edgeprune.errors import PruningError  # noqa: E402
 from edgeprune.export import TFLiteModel, convert, gzip_size  # noqa: E402
@@ -55,9 +56,12 @@ def latency(content: bytes, threads: int, runs: int, min_secs: float) -> dict:
 
 
 def describe(name, content, model, result, ds, args, extra=None):
-    row = {"name": name, "bytes": len(content), "gzip_bytes": gzip_size(content),
+    args.artifacts.mkdir(parents=True, exist_ok=True)
+    path = args.artifacts / ("".join(c if c.isalnum() else "_" for c in name).strip("_") + ".tflite")
+    path.write_bytes(content)  # kept so latency can be re-measured on a quiet machine or a device
+    row = {"name": name, "file": str(path), "bytes": len(content), "gzip_bytes": gzip_size(content),
            "params": model.count_params(),
-           "macs": None if result is None else result.macs_after,
+           "macs": Counter(ChannelGraph(model)).count().macs if result is None else result.macs_after,
            "latency": [latency(content, t, args.runs, args.min_secs) for t in (1, 2)]}
     if ds is not None:
         pred = TFLiteModel(content).predict(ds.x_test)
@@ -202,6 +206,7 @@ def main():
     ap.add_argument("--skip-fashion", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/channels.md")
     ap.add_argument("--json", type=Path, default=ROOT / "runs/bench/channels.json")
+    ap.add_argument("--artifacts", type=Path, default=ROOT / "runs/bench/channels")
     args = ap.parse_args()
     if args.quick:
         args.train_limit, args.test_limit = args.train_limit or 20000, args.test_limit or 5000
