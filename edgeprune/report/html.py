@@ -75,7 +75,7 @@ def _figure(svg: str | None, caption: str, missing: str) -> str:
 def _variants_table(r: Report) -> str:
     cols = r.columns()
     multi_dev = len({d for d, _ in cols}) > 1
-    head = ["variant", "prune / quantize", "KB", "gzip KB", "x base", "accuracy", "agreement"]
+    head = ["variant", "prune / quantize", "KB", "gzip KB", "x base", "zeros", "accuracy", "agreement"]
     ths = "".join(f"<th{' class=num' if i >= 2 else ''}>{_e(h)}</th>" for i, h in enumerate(head))
     for d, t in cols:
         where = _e(d) + " " if multi_dev or d != "local" else ""
@@ -91,6 +91,7 @@ def _variants_table(r: Report) -> str:
             f'<td class="num">{_kb(v.bytes)}</td>',
             f'<td class="num">{_kb(v.gzip_bytes)}</td>',
             f'<td class="num">{"-" if ratio is None else f"{ratio:.2f}"}</td>',
+            f'<td class="num">{_pct(v.zeros)}</td>',
             f'<td class="num">{_pct(v.accuracy)}</td>',
             f'<td class="num">{_pct(v.agreement)}</td>',
         ]
@@ -249,7 +250,8 @@ def render(report: Report, variant: str | None = None) -> str:
             "Variants",
             _variants_table(report)
             + '<p class="legend">KB: .tflite size; gzip KB: gzip -9 size; x base: size ratio to the '
-            "baseline; accuracy: top-1 through LiteRT; agreement: top-1 agreement with the baseline. "
+            "baseline; zeros: zero weights in the file; accuracy: top-1 through LiteRT; agreement: top-1 "
+            "agreement with the baseline. "
             "Latency cells: median ms (speed-up vs the baseline) and p5-p95 below.</p>",
         ),
         (
