@@ -175,6 +175,7 @@ def render(results: dict, command: str) -> str:
            f"median of >= {results['args']['runs']} invokes and >= {results['args']['min_secs']} s; `x` is the "
            f"float32 baseline's latency divided by the variant's. MACs are counted by edgeprune.channels for the "
            f"pruned variants. Command: `{command}`.", ""]
+    results = {k: v for k, v in results.items() if k != "command"}
     if "fashion" in results:
         f = results["fashion"]
         out += ["### MobileNetV2 (alpha 0.35, 32x32x1) on Fashion-MNIST", "",
@@ -207,13 +208,27 @@ def main():
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/channels.md")
     ap.add_argument("--json", type=Path, default=ROOT / "runs/bench/channels.json")
     ap.add_argument("--artifacts", type=Path, default=ROOT / "runs/bench/channels")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="render --out from earlier --json files (sections taken from each) without running")
     args = ap.parse_args()
+    if args.merge:
+        results, commands = {}, []
+        for path in args.merge:
+            part = json.loads(path.read_text())
+            results.update({k: v for k, v in part.items() if k != "args"})
+            results.setdefault("args", part["args"])
+            commands.append(part.get("command", str(path)))
+        args.out.write_text(render(results, "`; `".join(commands)))
+        print(f"wrote {args.out}", file=sys.stderr)
+        return
     if args.quick:
         args.train_limit, args.test_limit = args.train_limit or 20000, args.test_limit or 5000
         args.epochs, args.ft_epochs = min(args.epochs, 2), min(args.ft_epochs, 0.5)
     progress.set_reporter(StderrReporter())
     keras.utils.set_random_seed(0)
-    results = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    command = "python " + " ".join(["benchmarks/channels_bench.py", *sys.argv[1:]])
+    results = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "command": command}
     if not args.skip_fashion:
         results["fashion"] = fashion(args)
     if not args.skip_224:
@@ -221,7 +236,7 @@ def main():
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(results, "python " + " ".join(["benchmarks/channels_bench.py", *sys.argv[1:]])))
+    args.out.write_text(render(results, command))
     print(f"wrote {args.out} and {args.json}", file=sys.stderr)
 
 
