@@ -1317,6 +1317,11 @@ _REVERSE_RENAMED = {"LeakyReLU": {"alpha": "negative_slope"}}
 _REVERSE_REFUSED_ACTIVATIONS = {"hard_sigmoid": "tf_keras hard_sigmoid (slope 0.2) differs from Keras 3's"}
 
 
+def _k3_name(name: str) -> str:
+    """Keras 3 refuses "/" in layer names; tf_keras' own MobileNetV3 uses it ("Conv/BatchNorm")."""
+    return name.replace("/", "_")
+
+
 def _reverse_layer_config(layer) -> tuple[type, dict]:
     keras = _keras3()
     class_name = type(layer).__name__
@@ -1326,6 +1331,7 @@ def _reverse_layer_config(layer) -> tuple[type, dict]:
             "no Keras 3 equivalent is known to edgeprune"
         raise _Untranslatable(hint)
     config = _plain(layer.get_config())
+    config["name"] = _k3_name(config.get("name") or layer.name)
     if class_name == "BatchNormalization" and isinstance(config.get("axis"), list) and len(config["axis"]) == 1:
         config["axis"] = config["axis"][0]  # tf_keras stores the built axis as a list
     problems = []
@@ -1469,7 +1475,7 @@ class _Exporter:
                 self.problems.append(_Problem(path, "Sequential", "the model was never built"))
                 return None
             head = keras.Input(batch_shape=tuple(shape), dtype=tfk_model.inputs[0].dtype.name)
-            return keras.Sequential([head, *layers], name=tfk_model.name, trainable=tfk_model.trainable)
+            return keras.Sequential([head, *layers], name=_k3_name(tfk_model.name), trainable=tfk_model.trainable)
         if not getattr(tfk_model, "_is_graph_network", False):
             self.problems.append(_Problem(path, type(tfk_model).__name__, "subclassed model"))
             return None
@@ -1511,6 +1517,7 @@ class _Exporter:
                 return {k: convert(v) for k, v in value.items()}
             return value
 
+        layer_names = {_k3_name(layer.name) for layer in tfk_model.layers}
         depths = sorted(tfk_model._nodes_by_depth, reverse=True)
         failed = False
         for depth in depths:
@@ -1519,7 +1526,7 @@ class _Exporter:
                 if node.is_input:
                     t = node.outputs
                     tensors[key_of(t)] = keras.Input(batch_shape=tuple(t.shape.as_list()), dtype=t.dtype.name,
-                                                     name=layer.name)
+                                                     name=_k3_name(layer.name))
                     continue
                 if layer.name not in created:
                     created[layer.name] = self._callable(layer, path + "/")
@@ -1542,11 +1549,31 @@ class _Exporter:
                 flat_k3 = keras.tree.flatten(out)
                 for t, o in zip(flat_tfk, flat_k3):
                     tensors[key_of(t)] = o
+                    if type(layer).__name__ in ("TFOpLambda", "SlicingOpLambda"):
+                        self._rename_op(o, layer_names)
         if failed or self.problems:
             return None
         inputs = tf.nest.map_structure(lambda t: tensors[key_of(t)], tfk_model._nested_inputs)
         outputs = tf.nest.map_structure(lambda t: tensors[key_of(t)], tfk_model._nested_outputs)
-        return keras.Model(inputs=inputs, outputs=outputs, name=tfk_model.name, trainable=tfk_model.trainable)
+        return keras.Model(inputs=inputs, outputs=outputs, name=_k3_name(tfk_model.name),
+                           trainable=tfk_model.trainable)
+
+    @staticmethod
+    def _rename_op(tensor, taken: set):
+        """Keras 3 names an operation after its class ("multiply", "multiply_3", ...), which can be
+        the name of a tf_keras layer in the same model (tf_keras names Multiply layers alike):
+        Keras 3 then refuses the model. Such an operation gets a free name."""
+        history = getattr(tensor, "_keras_history", None)
+        operation = history[0] if history else None
+        if operation is None or operation.name not in taken:
+            if operation is not None:
+                taken.add(operation.name)
+            return
+        base, n = operation.name, 1
+        while f"{base}_op{n}" in taken:
+            n += 1
+        operation.name = f"{base}_op{n}"
+        taken.add(operation.name)
 
     def _callable(self, layer, prefix: str):
         tfk = _tfk()
@@ -1574,7 +1601,7 @@ def _transfer_tfk_to_k3(tfk_model, k3_model, prefix=""):
     for layer in tfk_model.layers:
         if type(layer).__name__ in ("TFOpLambda", "SlicingOpLambda", "InputLayer"):
             continue
-        dst = k3_model.get_layer(layer.name)
+        dst = k3_model.get_layer(_k3_name(layer.name))
         if isinstance(layer, tfk.Model):
             _transfer_tfk_to_k3(layer, dst, prefix + layer.name + "/")
         elif layer.weights or dst.weights:

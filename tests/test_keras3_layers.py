@@ -324,3 +324,19 @@ def test_check_inputs_follow_the_models_own_input_scaling(tmp_path):
         _, by_name = k3mod._inputs_for(plan, 64)
         expected = {"div": 127.5, "rescale": 255.0, "plain": 1.0}[name]
         assert float(np.std(by_name["pixels"])) == pytest.approx(expected, rel=0.2)
+
+
+@pytest.mark.slow
+def test_tf_keras_mobilenet_v3_exports_to_keras3(tmp_path):
+    """tf_keras' own MobileNetV3 names layers "Conv/BatchNorm" (Keras 3 refuses "/") and Multiply
+    layers "multiply", the name Keras 3 gives its multiply operation."""
+    model = tfk.applications.MobileNetV3Small(input_shape=(32, 32, 1), alpha=0.75, weights=None, classes=4,
+                                              include_preprocessing=False)
+    rng = np.random.default_rng(6)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in v.name
+                       else (rng.standard_normal(w.shape) * 0.2).astype("float32")
+                       for v, w in zip(model.weights, model.get_weights())])
+    result = save_keras3(model, tmp_path / "v3.keras")
+    assert result["max_abs_diff"] <= result["tolerance"]
+    back = keras.saving.load_model(tmp_path / "v3.keras", compile=False)
+    assert back.get_layer("Conv_BatchNorm").get_weights()[0].shape == model.get_layer("Conv/BatchNorm").gamma.shape
