@@ -1,4 +1,4 @@
-"""The run folder: bench.json (the BenchRun, versioned), bench.md (for people) and bench.csv
+"""The run folder: bench.json (the BenchRun, versioned), bench.md and report.html (for people), bench.csv
 (one row per result). Each file is written to a temp name and renamed; a folder that already
 holds results is refused unless `force`."""
 
@@ -13,8 +13,9 @@ from pathlib import Path
 
 from edgeprune.bench.results import BenchRun
 from edgeprune.errors import OutputError
+from edgeprune.report.html import render_bench
 
-RESULT_FILES = ("bench.json", "bench.md", "bench.csv")
+RESULT_FILES = ("bench.json", "bench.md", "bench.csv", "report.html")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -60,6 +61,7 @@ def write_run(run: BenchRun, out_dir: str | Path, force: bool = False) -> dict[s
     write_atomic(paths["bench.json"], json.dumps(run.to_dict(), indent=1) + "\n")
     write_atomic(paths["bench.md"], render_md(run))
     write_atomic(paths["bench.csv"], render_csv(run))
+    write_atomic(paths["report.html"], render_bench(run))
     return paths
 
 
