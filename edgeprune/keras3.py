@@ -1281,9 +1281,26 @@ def load_keras3(path, check_batch: int = DEFAULT_CHECK_BATCH, atol: float = DEFA
         atol=float(atol),
         output_scale=scale,
         check_batch=check_batch,
-        notes=(MIXED_PRECISION_NOTE,) if _uses_mixed_precision(source.config) else (),
+        notes=_notes(plan, source),
     )
     return built.model, info
+
+
+def _notes(plan: _ModelPlan, source: _Source) -> tuple[str, ...]:
+    """What the translation changed on purpose, for the report."""
+    notes = []
+    if _uses_mixed_precision(source.config):
+        notes.append(MIXED_PRECISION_NOTE)
+    expanded = sorted({e.name for e in plan.walk() if e.expansion is not None})
+    if expanded:
+        notes.append(f"{len(expanded)} hard_sigmoid/hard_swish activation(s) rebuilt from tf_keras layers as tf_keras' "
+                     f"MobileNetV3 writes them (relu6(x + 3) / 6), e.g. {', '.join(expanded[:3])}")
+    regrouped = [p.name for p in [plan, *(e.sub for e in plan.walk() if e.kind == "model")]
+                 if p.kind == "sequential" and not p.as_sequential]
+    if regrouped:
+        notes.append(f"Sequential model(s) {', '.join(regrouped)} rebuilt as functional: an expanded activation "
+                     "needs a branch")
+    return tuple(notes)
 
 
 # --------------------------------------------------------------------------------------------
