@@ -4,6 +4,7 @@ and compared output for output with the Keras 3 model."""
 
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -308,9 +309,9 @@ def test_divergence_names_the_first_diverging_layer(saved):
 
 
 def test_divergence_inside_a_nested_model_is_located(saved):
-    with pytest.raises(ModelError, match=r"first diverge at layer inner/dense_\d* ?\(Dense\)|inner/dense"):
-        _tamper_and_verify(saved["functional_nested"]["keras"], "inner/" + saved["functional_nested"]["model"]
-                           .get_layer("inner").layers[1].name)
+    second_dense = saved["functional_nested"]["model"].get_layer("inner").layers[1].name
+    with pytest.raises(ModelError, match=re.escape(f"first diverge at layer inner/{second_dense} (Dense)")):
+        _tamper_and_verify(saved["functional_nested"]["keras"], f"inner/{second_dense}")
 
 
 def test_bad_arguments_are_refused(saved):
