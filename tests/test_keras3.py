@@ -411,3 +411,35 @@ def test_zzz_report_measured_differences(capsys):
         for key, (checked, independent, scale) in sorted(MEASURED.items()):
             print(f"\n  {key}: built-in check {checked:.3g}, independent check {independent:.3g}, "
                   f"largest |output| {scale:.3g}", end="")
+
+
+def test_loading_reports_progress_prints_nothing_and_leaves_the_file_alone(saved, capfd):
+    import hashlib
+
+    from edgeprune import progress
+
+    class Recorder(progress.Reporter):
+        def __init__(self):
+            self.labels, self.messages = [], []
+
+        def task(self, label, total):
+            self.labels.append(label)
+            return progress.Task(label, total)
+
+        def log(self, message):
+            self.messages.append(message)
+
+    path = saved["sequential_cnn"]["h5"]
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    recorder = Recorder()
+    previous = progress.set_reporter(recorder)
+    try:
+        capfd.readouterr()
+        load_keras3(path)
+        out = capfd.readouterr().out
+    finally:
+        progress.set_reporter(previous)
+    assert out == ""
+    assert recorder.labels == ["Translating Keras 3 model"]
+    assert "Keras 3" in recorder.messages[0]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
