@@ -500,9 +500,6 @@ class _Ref:
     tensor: int
 
 
-_CONSTANT_MARKERS = ("__slice__", "__ellipsis__", "__numpy__", "__tensor__", "__bytes__")
-
-
 def _decode(value):
     """Node arguments as written by Keras 3 -> Python values with _Ref for tensors."""
     if isinstance(value, list):
