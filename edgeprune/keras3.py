@@ -312,10 +312,11 @@ class _LayerRule:
     tfk_class: str
     renamed: tuple = ()  # ((keras3 key, tf_keras key), ...)
     dropped: tuple = ()  # ((keras3 key, allowed values or None for "any"), ...)
+    added: tuple = ()  # ((tf_keras key, value), ...): keys tf_keras' from_config requires
 
 
-def _rule(tfk_class, renamed=(), dropped=()):
-    return _LayerRule(tfk_class, tuple(renamed), tuple(dropped))
+def _rule(tfk_class, renamed=(), dropped=(), added=()):
+    return _LayerRule(tfk_class, tuple(renamed), tuple(dropped), tuple(added))
 
 
 _SAME_NAME_LAYERS = [
@@ -361,6 +362,11 @@ _LAYER_RULES["Resizing"] = _rule("Resizing", dropped=[
     _CHANNELS_LAST, ("antialias", (False,)), ("fill_mode", ("constant",)), ("fill_value", (0.0, 0)),
     ("pad_to_aspect_ratio", (False,))])
 _LAYER_RULES["Normalization"] = _rule("Normalization")
+_LAYER_RULES["MultiHeadAttention"] = _rule(
+    "MultiHeadAttention",
+    dropped=[("seed", None), ("sliding_window", (None,)), ("use_gate", (False,)), ("flash_attention", (None, False))],
+    added=[("query_shape", None), ("key_shape", None), ("value_shape", None)],  # built by the first call
+)
 _MODEL_CLASSES = {"Functional", "Sequential", "Model"}
 
 # Why some well-known Keras 3 layers are refused (shown in the error).
@@ -389,6 +395,8 @@ def _translate_layer_config(class_name: str, config: dict) -> tuple[type, dict, 
     for old, new in rule.renamed:
         if old in config:
             config[new] = config.pop(old)
+    for key, value in rule.added:
+        config.setdefault(key, value)
     expansion = None
     for key, value in list(config.items()):
         try:
@@ -709,7 +717,7 @@ class _Planner:
             if tfk_class is not None:
                 try:
                     tfk_class.from_config(dict(tfk_config))
-                except (TypeError, ValueError) as e:
+                except (TypeError, ValueError, KeyError) as e:
                     raise _Untranslatable(f"tf_keras refuses the translated config: {_short(e)}") from e
             return _Entry(name, class_name, "layer", nodes, tfk_class=tfk_class, tfk_config=tfk_config,
                           expansion=expansion)
@@ -998,8 +1006,14 @@ def _load_reference(source: _Source):
 # Weights, layer by layer
 
 
-def _weight_key(name: str) -> str:
-    return name.split(":")[0].rsplit("/", 1)[-1]
+def _weight_key(name: str, layer_name: str) -> str:
+    """A weight's name inside its layer: "query/kernel" for both "mha/query/kernel:0" (tf_keras)
+    and "model/mha/query/kernel" (Keras 3)."""
+    name = name.split(":")[0]
+    marker = layer_name + "/"
+    if marker in name:
+        return name[name.rindex(marker) + len(marker):]
+    return name.rsplit("/", 1)[-1]
 
 
 def _copy_weights(src_layer, dst_layer, src_names, dst_names, label: str):
@@ -1012,8 +1026,8 @@ def _copy_weights(src_layer, dst_layer, src_names, dst_names, label: str):
             f"layer {label} has {len(values)} weights in the source model and {len(targets)} after translation",
             hint="this layer's translation is wrong; report it",
         )
-    s_keys = [_weight_key(n) for n in src_names]
-    d_keys = [_weight_key(n) for n in dst_names]
+    s_keys = [_weight_key(n, src_layer.name) for n in src_names]
+    d_keys = [_weight_key(n, dst_layer.name) for n in dst_names]
     if sorted(s_keys) == sorted(d_keys) and len(set(s_keys)) == len(s_keys):
         by_name = dict(zip(s_keys, values))
         values = [by_name[k] for k in d_keys]
@@ -1322,6 +1336,8 @@ _REVERSE_DROPPED = {
     "GRU": {"implementation": None, "time_major": (False,)},
     "SimpleRNN": {"time_major": (False,)},
     "Softmax": {"robust_masking": (False,)},
+    "MultiHeadAttention": {"query_shape": None, "key_shape": None, "value_shape": None,
+                           "softmax_robust_masking": (False,)},
 }
 for _name in ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomBrightness",
               "RandomContrast"):

@@ -86,6 +86,7 @@ def sequence_layers():
     adapted.adapt(np.random.default_rng(1).standard_normal((20, 6)).astype("float32") * 3.0 + 1.0)
     e = adapted(e)
     h = L.Concatenate(axis=1, name="join")([h, e])
+    h = L.Add(name="attend")([h, L.MultiHeadAttention(2, 3, value_dim=4, name="mha")(h, h, h)])
     r1 = L.LSTM(5, return_sequences=True, name="lstm")(h)
     r2 = L.GRU(5, name="gru")(r1)
     r3 = L.SimpleRNN(5, name="rnn")(r1)
