@@ -362,6 +362,25 @@ _LAYER_RULES["Resizing"] = _rule("Resizing", dropped=[
     _CHANNELS_LAST, ("antialias", (False,)), ("fill_mode", ("constant",)), ("fill_value", (0.0, 0)),
     ("pad_to_aspect_ratio", (False,))])
 _LAYER_RULES["Normalization"] = _rule("Normalization")
+_LAYER_RULES["Bidirectional"] = _rule("Bidirectional")
+_LAYER_RULES["TimeDistributed"] = _rule("TimeDistributed")
+_WRAPPED_LAYER_KEYS = ("layer", "backward_layer")  # the inner layers of Bidirectional / TimeDistributed
+
+
+def _translate_wrapped(value: dict) -> dict:
+    """The inner layer config of a wrapper layer, translated like a top-level layer."""
+    class_name = value["class_name"]
+    if str(value.get("module") or "keras.layers").split(".")[0] != "keras":
+        raise _Untranslatable(f"wrapped layer {class_name} is a custom layer")
+    cls, config, expansion = _translate_layer_config(class_name, value.get("config") or {})
+    if cls is None or expansion is not None:
+        raise _Untranslatable(f"wrapped layer {class_name} needs an activation tf_keras does not have")
+    # Bidirectional prefixes "forward_"/"backward_" to the inner names itself, in both Kerases.
+    name = config.get("name", "")
+    for prefix in ("forward_", "backward_"):
+        if name.startswith(prefix):
+            config["name"] = name[len(prefix):]
+    return {"class_name": cls.__name__, "config": config}
 _LAYER_RULES["MultiHeadAttention"] = _rule(
     "MultiHeadAttention",
     dropped=[("seed", None), ("sliding_window", (None,)), ("use_gate", (False,)), ("flash_attention", (None, False))],
@@ -409,6 +428,8 @@ def _translate_layer_config(class_name: str, config: dict) -> tuple[type, dict, 
                     if key == "recurrent_activation" or class_name.endswith("RNN") or class_name in ("LSTM", "GRU"):
                         raise _Untranslatable(f"{key} '{_activation_name(value)}' inside a recurrent layer")
                     expansion = exp
+            elif key in _WRAPPED_LAYER_KEYS and isinstance(value, dict) and "class_name" in value:
+                config[key] = _translate_wrapped(value)
             elif isinstance(value, dict) and "class_name" in value:
                 module = str(value.get("module", ""))
                 kind = next((m for m in _OBJECT_MODULES if m in module or key.endswith(m[:-1])), None)
@@ -1362,6 +1383,11 @@ def _reverse_layer_config(layer) -> tuple[type, dict]:
         raise _Untranslatable(hint)
     config = _plain(layer.get_config())
     config["name"] = _k3_name(config.get("name") or layer.name)
+    return getattr(keras.layers, class_name), _reverse_config(class_name, config)
+
+
+def _reverse_config(class_name: str, config: dict) -> dict:
+    """A tf_keras layer config -> the Keras 3 config of the same layer."""
     if class_name == "BatchNormalization" and isinstance(config.get("axis"), list) and len(config["axis"]) == 1:
         config["axis"] = config["axis"][0]  # tf_keras stores the built axis as a list
     problems = []
@@ -1379,10 +1405,16 @@ def _reverse_layer_config(layer) -> tuple[type, dict]:
     dtype = config.get("dtype")
     if isinstance(dtype, dict):
         config["dtype"] = (dtype.get("config") or {}).get("name")
+    for key in _WRAPPED_LAYER_KEYS:
+        inner = config.get(key)
+        if isinstance(inner, dict) and "class_name" in inner:
+            try:
+                config[key] = {**inner, "config": _reverse_config(inner["class_name"], dict(inner["config"]))}
+            except _Untranslatable as e:
+                problems.append(f"wrapped {inner['class_name']}: {e}")
     if problems:
         raise _Untranslatable("; ".join(problems))
-    cls = getattr(keras.layers, class_name)
-    return cls, config
+    return config
 
 
 def _plain(value):

@@ -92,7 +92,9 @@ def sequence_layers():
     r3 = L.SimpleRNN(5, name="rnn")(r1)
     g = L.Concatenate(name="pool")([L.GlobalAveragePooling1D(name="gap1")(r1), L.GlobalMaxPooling1D(name="gmp1")(r1)])
     rep = L.Flatten(name="flat")(L.RepeatVector(2, name="repeat")(r2))
-    return keras.Model([x, tokens], [g, rep, r3], name="sequence_layers")
+    both = L.Bidirectional(L.GRU(2, return_sequences=True), merge_mode="sum", name="bigru")(r1)
+    td = L.GlobalMaxPooling1D(name="gmp_td")(L.TimeDistributed(L.Dense(3, activation="relu"), name="td")(both))
+    return keras.Model([x, tokens], [g, rep, r3, td], name="sequence_layers")
 
 
 def volume_layers():
