@@ -362,6 +362,8 @@ _LAYER_RULES["Resizing"] = _rule("Resizing", dropped=[
     _CHANNELS_LAST, ("antialias", (False,)), ("fill_mode", ("constant",)), ("fill_value", (0.0, 0)),
     ("pad_to_aspect_ratio", (False,))])
 _LAYER_RULES["Normalization"] = _rule("Normalization")
+_LAYER_RULES["EinsumDense"] = _rule("EinsumDense", dropped=[("quantization_config", (None,)), ("lora_rank", (None,)),
+                                                            ("lora_alpha", None)])
 _LAYER_RULES["Bidirectional"] = _rule("Bidirectional")
 _LAYER_RULES["TimeDistributed"] = _rule("TimeDistributed")
 _WRAPPED_LAYER_KEYS = ("layer", "backward_layer")  # the inner layers of Bidirectional / TimeDistributed

@@ -94,6 +94,7 @@ def sequence_layers():
     rep = L.Flatten(name="flat")(L.RepeatVector(2, name="repeat")(r2))
     both = L.Bidirectional(L.GRU(2, return_sequences=True), merge_mode="sum", name="bigru")(r1)
     td = L.GlobalMaxPooling1D(name="gmp_td")(L.TimeDistributed(L.Dense(3, activation="relu"), name="td")(both))
+    td = L.EinsumDense("bc,cd->bd", output_shape=4, bias_axes="d", activation="tanh", name="einsum")(td)
     return keras.Model([x, tokens], [g, rep, r3, td], name="sequence_layers")
 
 
