@@ -67,17 +67,9 @@ def gzip_size(data: bytes) -> int:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from edgeprune.runfolder import write_bytes_atomic
+
+    write_bytes_atomic(path, data)
 
 
 class TFLiteModel:

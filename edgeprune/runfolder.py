@@ -37,6 +37,7 @@ class RunFolder:
         try:
             self.final.parent.mkdir(parents=True, exist_ok=True)
             self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.final.parent))
+            os.chmod(self.path, 0o777 & ~_umask())  # as a plain mkdir would
         except OSError as e:
             raise OutputError(f"cannot write the output folder {self.final}: {e.strerror or e}",
                               "choose a writable location with --out") from None
@@ -57,21 +58,41 @@ class RunFolder:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json_atomic(path: Path, value) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=False, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def _file_mode() -> int:
+    """0o666 less the process umask: what a plain open() would have given the file."""
+    return 0o666 & ~_umask()
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
+    """Writes to a temp name in the same folder, syncs, and renames over `path`, so readers see
+    the old file or the new one, never half of it. The file gets the usual umask permissions."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path | str, value) -> None:
+    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def _json_default(o):

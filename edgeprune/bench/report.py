@@ -7,28 +7,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from edgeprune.bench.results import BenchRun
 from edgeprune.errors import OutputError
+from edgeprune.runfolder import write_text_atomic
 from edgeprune.report.html import render_bench
 
 RESULT_FILES = ("bench.json", "bench.md", "bench.csv", "report.html")
 
 
 def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
 
 
 def check_out_dir(out_dir: Path, force: bool, inputs: list[Path] = ()) -> None:
