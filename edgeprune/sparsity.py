@@ -79,15 +79,16 @@ def resolve_skip(model, patterns: list[str]) -> set[str]:
     anything else is a regex over layer names, and one that matches nothing is an error."""
     from edgeprune._tf import keras
 
-    names = [lay.name for lay in model.layers]
+    layers = list(_all_layers(model))  # nested models (a base model used as a layer) included
+    names = [lay.name for lay in layers]
     skip: set[str] = set()
     for pattern in patterns:
         for token in [t.strip() for t in pattern.split(",")] if pattern.startswith("@") else [pattern]:
             if token == "@first_conv":
-                convs = [lay.name for lay in model.layers if type(lay) is keras.layers.Conv2D]
+                convs = [lay.name for lay in layers if type(lay) is keras.layers.Conv2D]
                 skip.update(convs[:1])
             elif token == "@classifier":
-                dense = [lay.name for lay in model.layers if isinstance(lay, keras.layers.Dense)]
+                dense = [lay.name for lay in layers if isinstance(lay, keras.layers.Dense)]
                 skip.update(dense[-1:])
             elif token.startswith("@"):
                 raise RecipeError(f"unknown skip name {token!r}", "use @first_conv, @classifier or a regex")
@@ -148,6 +149,8 @@ def apply_pruning(model, method: str, sched, skip: set[str], strategy):
     def wrap(layer):
         # The layer passed in belongs to a private copy of the model, so wrapping it (and training
         # the wrapper) keeps its trained weights and never touches the caller's model.
+        if isinstance(layer, keras.Model) and getattr(layer, "_is_graph_network", False):
+            return keras.models.clone_model(layer, clone_function=wrap)  # a nested base model
         if layer.name in skip or not prune_registry.PruneRegistry.supports(layer) or not _prunable_weights(layer):
             return layer
         targeted.append(layer.name)

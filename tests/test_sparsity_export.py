@@ -97,3 +97,21 @@ def test_int8_ptq_accuracy_through_litert_and_needs_data(trained, ds):
     base = cf.np_accuracy(trained.predict(ds.x_test, verbose=0), ds.y_test)
     v = export.verify(content, ds.x_test, ds.y_test, np.argmax(trained.predict(ds.x_test, verbose=0), -1))
     assert v.ok and v.accuracy > base - 0.05 and v.agreement > 0.9
+
+
+def test_pruning_reaches_layers_inside_a_nested_base_model(trained, ds):
+    """Transfer learning nests a base model as one layer; its convolutions must still be pruned."""
+    from edgeprune._tf import keras
+
+    base = keras.Model(trained.input, trained.get_layer("conv_b").output, name="base")
+    base.trainable = False
+    i = keras.Input(cf.INPUT)
+    x = keras.layers.GlobalAveragePooling2D()(base(i))
+    o = keras.layers.Dense(10, activation="softmax", name="head")(x)
+    outer = keras.Model(i, o, name="transfer")
+    pruned, rep = sparsity.prune(outer, "unstructured", ds.x_train[:640], ds.y_train[:640], target=0.5,
+                                 epochs=0.5, batch_size=64)
+    targeted = {lay.name for lay in rep.layers if lay.targeted}
+    assert targeted == {"conv_a", "conv_b"}  # stem (first conv) and head (classifier) skipped
+    inner = pruned.get_layer("base")
+    assert abs(np.mean(inner.get_layer("conv_b").kernel.numpy() == 0) - 0.5) < 0.01
