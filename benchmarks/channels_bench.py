@@ -168,13 +168,13 @@ def table(rows, with_accuracy: bool) -> str:
     return "\n".join(out)
 
 
-def render(results: dict, command: str) -> str:
+def render(results: dict, command: str, note: str = "") -> str:
     out = ["## Structured channel pruning (edgeprune.channels)", "",
            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), "
            f"TensorFlow {tf.__version__}, Python {platform.python_version()}. Latency: host LiteRT with XNNPACK, "
            f"median of >= {results['args']['runs']} invokes and >= {results['args']['min_secs']} s; `x` is the "
            f"float32 baseline's latency divided by the variant's. MACs are counted by edgeprune.channels for the "
-           f"pruned variants. Command: `{command}`.", ""]
+           f"pruned variants. Command: `{command}`.", ""] + ([note, ""] if note else [])
     results = {k: v for k, v in results.items() if k != "command"}
     if "fashion" in results:
         f = results["fashion"]
@@ -208,6 +208,7 @@ def main():
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/channels.md")
     ap.add_argument("--json", type=Path, default=ROOT / "runs/bench/channels.json")
     ap.add_argument("--artifacts", type=Path, default=ROOT / "runs/bench/channels")
+    ap.add_argument("--note", default="", help="a sentence on the measuring conditions, put under the header")
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
                     help="render --out from earlier --json files (sections taken from each) without running")
     args = ap.parse_args()
@@ -218,7 +219,7 @@ def main():
             results.update({k: v for k, v in part.items() if k != "args"})
             results.setdefault("args", part["args"])
             commands.append(part.get("command", str(path)))
-        args.out.write_text(render(results, "`; `".join(commands)))
+        args.out.write_text(render(results, "`; `".join(commands), args.note))
         print(f"wrote {args.out}", file=sys.stderr)
         return
     if args.quick:
@@ -236,7 +237,7 @@ def main():
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(results, command))
+    args.out.write_text(render(results, command, args.note))
     print(f"wrote {args.out} and {args.json}", file=sys.stderr)
 
 
