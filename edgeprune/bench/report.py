@@ -51,7 +51,8 @@ def write_run(run: BenchRun, out_dir: str | Path, force: bool = False) -> dict[s
     write_atomic(paths["bench.json"], json.dumps(run.to_dict(), indent=1) + "\n")
     write_atomic(paths["bench.md"], render_md(run))
     write_atomic(paths["bench.csv"], render_csv(run))
-    write_atomic(paths["report.html"], render_bench(run))
+    if run.results:  # a run where every device failed has nothing to plot; bench.md says why
+        write_atomic(paths["report.html"], render_bench(run))
     return paths
 
 
