@@ -172,7 +172,7 @@ def _sparse_choice(model, mode: str, setting: str, has_zeros: bool) -> tuple[byt
 
 def run_variant(ctx: Context, v: VariantSpec) -> dict:
     from edgeprune import quantize, sparsity
-    from edgeprune.train import compile_classifier, fit, keras_accuracy
+    from edgeprune.train import clone_in_scope, compile_classifier, fit, keras_accuracy
 
     r = ctx.recipe
     row: dict = {"name": v.name, "spec": v.__dict__.copy(), "status": "ok", "failures": []}
@@ -183,6 +183,8 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
         from edgeprune.channels import ChannelConfig, prune_channels
 
         def fine_tune(m, epochs):
+            if ctx.strategy.num_replicas_in_sync > 1:
+                m = clone_in_scope(m, ctx.strategy)  # the rebuilt model's variables must live under the strategy
             with ctx.strategy.scope():
                 compile_classifier(m, v.learning_rate)
             fit(m, x, y, epochs, r.fine_tune_batch_size, f"{v.name}: channel recovery", seed=r.seed,
@@ -191,7 +193,9 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
 
         cfg = ChannelConfig(**v.channels)
         n = min(len(x), 512)
-        result = prune_channels(model, cfg, data=(x[:n], y[:n]), fine_tune=fine_tune)
+        # prune_channels fine-tunes after every step (iterative_steps) with the variant's epochs
+        result = prune_channels(model, cfg, data=(x[:n], y[:n]), fine_tune=fine_tune if v.fine_tune_epochs > 0 else None,
+                                fine_tune_epochs=v.fine_tune_epochs)
         model = result.model
         row["channels"] = {"layers": result.layers, "params_before": result.params_before,
                            "params_after": result.params_after, "macs_before": result.macs_before,
@@ -199,8 +203,6 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
         plan_path = ctx.out / "variants" / v.name / "channel_plan.json"
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         result.plan.save(plan_path)
-        if v.prune == "channels" and v.fine_tune_epochs > 0:
-            model = fine_tune(model, v.fine_tune_epochs)
     if v.prune in ("unstructured", "2:4"):
         log_dir = str(ctx.out / "variants" / v.name / "tensorboard") if v.pruning_summaries else None
         model, rep = sparsity.prune(model, v.prune, x, y, schedule=v.schedule, target=v.target_sparsity,

@@ -41,6 +41,12 @@ name = "2of4-int8"
 prune = "2:4"
 fine_tune_epochs = 0.5
 quantize = "int8"
+[[variant]]
+name = "ch50-int8"
+prune = "channels"
+channels = {{ ratio = 0.5, criterion = "l2", round_to = 4 }}
+fine_tune_epochs = 2
+quantize = "int8"
 """
 
 
@@ -62,7 +68,7 @@ def test_run_writes_a_complete_verified_report(run_dir):
     report = json.loads((run / "report.json").read_text())
     assert report["schema"] == "edgeprune.run" and report["version"] == 1
     names = [v["name"] for v in report["variants"]]
-    assert names == ["baseline", "int8", "s60", "s70-pqat", "2of4-int8"]
+    assert names == ["baseline", "int8", "s60", "s70-pqat", "2of4-int8", "ch50-int8"]
     base = report["variants"][0]
     assert all(v["status"] == "ok" for v in report["variants"]), [v.get("failures") for v in report["variants"]]
     for v in report["variants"]:
@@ -84,6 +90,16 @@ def test_run_writes_a_complete_verified_report(run_dir):
     assert pqat["gzip_bytes"] < next(v for v in report["variants"] if v["name"] == "int8")["gzip_bytes"]
     two = next(v for v in report["variants"] if v["name"] == "2of4-int8")
     assert two["sparsity"]["m_by_n_ok"] is True
+    ch = next(v for v in report["variants"] if v["name"] == "ch50-int8")
+    assert ch["params"] < base["params"] * 0.6 and ch["channels"]["macs_after"] < ch["channels"]["macs_before"]
+    assert (run / "variants" / "ch50-int8" / "channel_plan.json").is_file()
+    import edgeprune.tflite_file as tf_file
+
+    kernels = sorted(t.shape for t in tf_file.read(run / ch["tflite"]).tensors if t.is_constant and len(t.shape) == 4)
+    # stem 8->4, conv_a 16->8, dw 16->8, conv_b 32->16: half the channels, in the flatbuffer
+    assert kernels == [[1, 3, 3, 8], [4, 3, 3, 1], [8, 3, 3, 4], [16, 1, 1, 8]]
+    assert [(lay["layer"], lay["before"], lay["after"]) for lay in ch["channels"]["layers"]][:4] == [
+        ("stem", 8, 4), ("conv_a", 16, 8), ("dw", 16, 8), ("conv_b", 32, 16)]
     md = (run / "report.md").read_text()
     assert "| variant " in md and "s70-pqat" in md and "stayed dense" in md
     assert "baseline" in proc.stdout and "Run folder:" in proc.stdout
@@ -95,7 +111,7 @@ def test_inspect_and_eval_read_the_exports(run_dir, cli_run):
     run, _ = run_dir
     r = cli_run("inspect", run / "tflite" / "s70-pqat.tflite")
     assert r.returncode == 0, r.stderr
-    assert "CONV_2D" in r.stdout and "INT8" in r.stdout and "input: serving_default_image" in r.stdout
+    assert "CONV_2D" in r.stdout and "INT8" in r.stdout and "FLOAT32 [1, 16, 16, 1]" in r.stdout
     r = cli_run("inspect", run / "tflite" / "s70-pqat.tflite", "--json")
     info = json.loads(r.stdout)
     assert info["inputs"][0]["shape"] == [1, 16, 16, 1]

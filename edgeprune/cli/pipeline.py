@@ -173,10 +173,9 @@ def prune(model, method, sparsity, schedule, frequency, skip, epochs, batch_size
                             allocation=allocation, protect=list(protect), macs_target=macs_target,
                             latency_ms=latency_ms)
         n = min(512, len(ds.x_train))
-        result = prune_channels(keras_model, cfg, data=(ds.x_train[:n], ds.y_train[:n]), fine_tune=fine_tune)
+        result = prune_channels(keras_model, cfg, data=(ds.x_train[:n], ds.y_train[:n]),
+                                fine_tune=fine_tune if epochs > 0 else None, fine_tune_epochs=epochs)
         pruned = result.model
-        if epochs > 0:
-            pruned = fine_tune(pruned, epochs)
         _save_keras(pruned, out)
         plan = out.with_suffix(".plan.json")
         result.plan.save(plan)
