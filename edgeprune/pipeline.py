@@ -141,7 +141,7 @@ def _host_latency(path: Path, recipe: Recipe) -> list[dict]:
     return rows
 
 
-def _sparse_choice(model, mode: str, setting: str, has_zeros: bool) -> tuple[bytes, dict]:
+def choose_encoding(model, mode: str, setting: str, has_zeros: bool) -> tuple[bytes, dict]:
     """float32/float16: convert with and without EXPERIMENTAL_SPARSITY and keep the smaller one that
     runs in the default interpreter. int8/dynamic sparse files fail under XNNPACK: never chosen."""
     dense = export_mod.convert(model, mode)
@@ -232,7 +232,7 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
         content = export_mod.convert(model, "int8", representative=ctx.representative)
     else:
         has_zeros = row["sparsity"]["targeted_sparsity"] > 0.3
-        content, encoding = _sparse_choice(model, mode, v.sparse_encoding, has_zeros)
+        content, encoding = choose_encoding(model, mode, v.sparse_encoding, has_zeros)
     row["sparse_encoding"] = encoding
     path = ctx.out / "tflite" / f"{v.name}.tflite"
     export_mod.write_atomic(path, content)

@@ -19,3 +19,16 @@ def test_unknown_command_is_one_line_exit_2(cli_run):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: No such command 'frobnicate'"), r.stderr
+
+
+def test_public_api_is_lazy_and_complete():
+    code = (
+        "import sys, edgeprune\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "missing = [n for n in edgeprune.__all__ if not hasattr(edgeprune, n)]\n"
+        "assert not missing, missing\n"
+        "print(edgeprune.__version__)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "0.1.0"

@@ -74,10 +74,10 @@ def test_sparsity_survives_pqat_into_int8_flatbuffer(pruned70, ds):
 
 
 def test_float32_export_matches_keras_and_sparse_encoding_is_chosen_by_bytes(pruned70, ds):
-    from edgeprune.pipeline import _sparse_choice
+    from edgeprune.pipeline import choose_encoding
 
     model, _ = pruned70
-    content, info = _sparse_choice(model, "float32", "auto", True)
+    content, info = choose_encoding(model, "float32", "auto", True)
     assert info["sparse_bytes"] is not None
     assert info["chosen"] == ("sparse" if info["sparse_bytes"] < info["dense_bytes"] else "dense")
     if info["chosen"] == "sparse":

@@ -232,7 +232,7 @@ def quantize(model, mode, epochs, batch_size, learning_rate, sparse, out, force,
     from edgeprune import export as ex
     from edgeprune import quantize as q
     from edgeprune.data import representative_set
-    from edgeprune.pipeline import _sparse_choice
+    from edgeprune.pipeline import choose_encoding
     from edgeprune.runfolder import check_output_file
 
     check_output_file(out, [model], force)
@@ -246,7 +246,7 @@ def quantize(model, mode, epochs, batch_size, learning_rate, sparse, out, force,
         content = ex.convert(keras_model, "int8", representative=representative_set(ds))
     else:
         setting = "auto" if sparse is None else ("on" if sparse else "off")
-        content, _ = _sparse_choice(keras_model, mode, setting, True)
+        content, _ = choose_encoding(keras_model, mode, setting, True)
     _verify_and_write(content, ds, keras_model if mode == "float32" else None, out)
     return 0
 
