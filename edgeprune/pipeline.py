@@ -51,7 +51,8 @@ def machine() -> dict:
     except OSError:
         pass
     return {"hostname": platform.node(), "system": platform.system(), "release": platform.release(),
-            "machine": platform.machine(), "cpu": cpu, "cores": os.cpu_count()}
+            "machine": platform.machine(), "cpu": cpu, "cores": os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 @dataclass
