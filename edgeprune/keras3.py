@@ -593,7 +593,7 @@ class _Entry:
     name: str
     class_name: str
     kind: str  # "input" | "layer" | "op" | "model"
-    nodes: list  # [(args, kwargs)] with _Ref placeholders
+    nodes: list  # [(args, kwargs)], tensors in them stand as _Ref markers
     # kind "input"
     batch_shape: tuple | None = None
     dtype: str | None = None
