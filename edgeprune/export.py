@@ -6,8 +6,6 @@ the Keras outputs within FLOAT32_ATOL."""
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -213,12 +213,11 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
                                     strategy=ctx.strategy, log_dir=log_dir, seed=r.seed)
         row["sparsity"] = rep.to_dict()
     else:
-        skip = set()
-        row["sparsity"] = sparsity.measure(model, set(), skip, "none", None).to_dict()
+        row["sparsity"] = sparsity.measure(model, set(), set(), "none", None).to_dict()
     row["params"] = count_params(model)
-    keras_dir = ctx.out / "variants" / v.name
-    keras_dir.mkdir(parents=True, exist_ok=True)
-    if model is not ctx.baseline:
+    if model is not ctx.baseline:  # the baseline's model is already in baseline/
+        keras_dir = ctx.out / "variants" / v.name
+        keras_dir.mkdir(parents=True, exist_ok=True)
         model.save(keras_dir / "model.keras")
     row["keras_accuracy"] = keras_accuracy(model, ctx.data.x_test, ctx.data.y_test)
 

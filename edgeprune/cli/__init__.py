@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from typing import NoReturn
 
 import click
 
@@ -54,7 +55,7 @@ def cli() -> None:
     """
 
 
-def _fail(message: str, code: int) -> "NoReturn":  # noqa: F821
+def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 

@@ -324,8 +324,6 @@ def export(model, out, mode, to_keras3, force, data_spec, quiet):
 def eval_(model, data_spec, normalization, train_limit, test_limit, threads, as_json, quiet):
     """Measure MODEL's top-1 accuracy (a .tflite through LiteRT, or a Keras model) and host latency."""
     install_progress(quiet)
-    import numpy as np
-
     from edgeprune import export as ex
     from edgeprune import tflite_file
     from edgeprune.data import fit_to_model, load_dataset
@@ -362,6 +360,5 @@ def eval_(model, data_spec, normalization, train_limit, test_limit, threads, as_
         acc = keras_accuracy(keras_model, ds.x_test, ds.y_test)
         result.update(accuracy=acc, samples=int(len(ds.x_test)), params=int(keras_model.count_params()))
         text = f"{model}: Keras accuracy {acc:.2%} on {len(ds.x_test)} images; {result['params']:,} parameters"
-        _ = np
     click.echo(json.dumps(result, indent=2) if as_json else text)
     return 0
