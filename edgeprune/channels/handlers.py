@@ -93,6 +93,15 @@ def _fix_if_mixing_activation(op: Op, g, port_node) -> None:
         g.fix(port_node, f"activation {name!r} of {op.name!r} mixes channels")
 
 
+def _relate_producer(op, g):
+    """A weighted producer (Conv, Dense, SeparableConv): its input tensor's channels are its "in"
+    port, its output tensor's channels its "out" port, which it produces."""
+    g.union(g.tensor(op.inputs[0]), g.port(op, "in"), op)
+    g.union(g.tensor(op.outputs[0]), g.port(op, "out"), op)
+    g.produce(g.port(op, "out"), op)
+    _fix_if_mixing_activation(op, g, g.port(op, "out"))
+
+
 class ConvHandler(Handler):
     kinds = ("Conv1D", "Conv2D", "Conv3D")
 
@@ -105,10 +114,7 @@ class ConvHandler(Handler):
         return {"in": int(op.layer.kernel.shape[-2]), "out": int(op.layer.filters)}
 
     def relate(self, op, g):
-        g.union(g.tensor(op.inputs[0]), g.port(op, "in"), op)
-        g.union(g.tensor(op.outputs[0]), g.port(op, "out"), op)
-        g.produce(g.port(op, "out"), op)
-        _fix_if_mixing_activation(op, g, g.port(op, "out"))
+        _relate_producer(op, g)
 
     def weights(self, layer):
         w = [WeightAxis("kernel", -1, "out", "weight"), WeightAxis("kernel", -2, "in", "consume")]
@@ -133,10 +139,7 @@ class DenseHandler(Handler):
         return {"in": int(op.layer.kernel.shape[0]), "out": int(op.layer.units)}
 
     def relate(self, op, g):
-        g.union(g.tensor(op.inputs[0]), g.port(op, "in"), op)
-        g.union(g.tensor(op.outputs[0]), g.port(op, "out"), op)
-        g.produce(g.port(op, "out"), op)
-        _fix_if_mixing_activation(op, g, g.port(op, "out"))
+        _relate_producer(op, g)
 
     def weights(self, layer):
         w = [WeightAxis("kernel", 1, "out", "weight"), WeightAxis("kernel", 0, "in", "consume")]
@@ -194,10 +197,7 @@ class SeparableHandler(Handler):
         return {"in": int(op.layer.depthwise_kernel.shape[-2]), "out": int(op.layer.filters)}
 
     def relate(self, op, g):
-        g.union(g.tensor(op.inputs[0]), g.port(op, "in"), op)
-        g.union(g.tensor(op.outputs[0]), g.port(op, "out"), op)
-        g.produce(g.port(op, "out"), op)
-        _fix_if_mixing_activation(op, g, g.port(op, "out"))
+        _relate_producer(op, g)
 
     def weights(self, layer):
         w = [WeightAxis("depthwise_kernel", -2, "in", "weight"),
