@@ -12,7 +12,7 @@ from edgeprune.channels import ChannelConfig, ChannelGraph, prune_channels
 from edgeprune.channels.recovery import reestimate_bn
 from edgeprune.channels.surgery import masked_copy
 from edgeprune.errors import PruningError
-from test_channels_models import batch, zoo
+from channel_models import batch, zoo
 
 pytestmark = pytest.mark.slow
 

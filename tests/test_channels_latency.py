@@ -8,7 +8,7 @@ from edgeprune.channels import ChannelConfig, ChannelGraph, apply_plan, prune_ch
 from edgeprune.channels.count import Counter
 from edgeprune.channels.latency import HostProbe
 from edgeprune.errors import PruningError
-from test_channels_models import batch, zoo
+from channel_models import batch, zoo
 
 L = keras.layers
 

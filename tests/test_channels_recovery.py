@@ -5,7 +5,7 @@ import numpy as np
 from edgeprune._tf import keras
 from edgeprune.channels import ChannelConfig, prune_channels
 from edgeprune.channels.recovery import make_fine_tune, reestimate_bn
-from test_channels_models import batch, chain
+from channel_models import batch, chain
 
 
 def test_bn_statistics_are_re_estimated_from_data():

@@ -6,7 +6,7 @@ import pytest
 from edgeprune._tf import keras, tf
 from edgeprune.channels import ChannelConfig, ChannelGraph, prune_channels
 from edgeprune.errors import ModelError, PruningError, RecipeError
-from test_channels_models import batch, randomize
+from channel_models import batch, randomize
 
 L = keras.layers
 

@@ -10,7 +10,7 @@ from edgeprune._tf import keras
 from edgeprune.channels import ChannelConfig, ChannelGraph, PruningPlan, apply_plan, prune_channels
 from edgeprune.channels.surgery import masked_copy, rebuild
 from edgeprune.errors import PruningError, SchemaError
-from test_channels_models import batch, chain, nested, zoo
+from channel_models import batch, chain, nested, zoo
 
 
 def _layer(model, name):

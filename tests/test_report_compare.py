@@ -4,7 +4,7 @@ not the same device is never compared as one population."""
 
 import numpy as np
 import pytest
-from test_report_builders import PI, PIXEL, bench_run, pipeline_report, run_cli, write_bench, write_pipeline
+from report_builders import PI, PIXEL, bench_run, pipeline_report, run_cli, write_bench, write_pipeline
 
 from edgeprune.report import merge
 from edgeprune.report.compare import compare, ratio_text, significance

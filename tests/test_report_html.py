@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from adb_emulator import AdbEmulator, AdbServer
 from conftest import require_tool
-from test_report_builders import run_cli
+from report_builders import run_cli
 
 from edgeprune.report import merge
 

@@ -5,7 +5,7 @@ and plots whose SVG ids do not collide on one page."""
 import re
 
 import pytest
-from test_report_builders import PI, PIXEL, bench_run, pipeline_report, run_cli, write_bench, write_pipeline
+from report_builders import PI, PIXEL, bench_run, pipeline_report, run_cli, write_bench, write_pipeline
 
 from edgeprune.report import html, merge, plots, tables
 

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from test_report_builders import PI, PIXEL, bench_run, pipeline_report, run_cli, write_bench, write_pipeline
+from report_builders import PI, PIXEL, bench_run, pipeline_report, run_cli, write_bench, write_pipeline
 
 from edgeprune.bench import BenchRun
 from edgeprune.errors import InputFileError, SchemaError
