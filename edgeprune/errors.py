@@ -3,6 +3,8 @@ what was expected and how to fix it, and knows the exit code the CLI returns for
 
 from __future__ import annotations
 
+import re
+
 
 class EdgepruneError(Exception):
     """Bad input or a refused request: the CLI prints one line and exits with `exit_code` (2)."""
@@ -64,3 +66,15 @@ class InternalError(EdgepruneError):
     """A failure that is edgeprune's fault, not the user's: exit code 1."""
 
     exit_code = 1
+
+
+def toml_problem(error: Exception) -> tuple[str, str | None]:
+    """A tomllib.TOMLDecodeError as (what is wrong, where): ("invalid value", "line 6, column 5").
+    `where` is None when the parser gave no position."""
+    if getattr(error, "lineno", None):  # Python 3.14 and later keep the position apart
+        what, where = str(getattr(error, "msg", error)), f"line {error.lineno}, column {error.colno}"
+    else:
+        m = re.fullmatch(r"(.*) \(at (line \d+, column \d+|end of document)\)", str(error), re.S)
+        what, where = (m.group(1), m.group(2)) if m else (str(error), None)
+        where = "the end of the file" if where == "end of document" else where
+    return what[:1].lower() + what[1:], where

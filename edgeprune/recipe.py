@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgeprune.errors import InputFileError, RecipeError
+from edgeprune.errors import InputFileError, RecipeError, toml_problem
 
 PRUNE_METHODS = ("none", "unstructured", "2:4", "channels")
 SCHEDULES = ("constant", "polynomial")
@@ -19,6 +20,9 @@ QUANT_MODES = ("float32", "float16", "dynamic", "int8", "pqat", "qat")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 SPARSE_ENCODING = ("auto", "on", "off")
 DEFAULT_SKIP = "@first_conv,@classifier"  # symbolic: resolved against the model
+DATA_KINDS = ("fashion_mnist", "npz", "image_folder")
+OPTIMIZERS = ("adam", "sgd")
+ARCHITECTURE_KEYS = ("alpha", "input_shape", "classes", "bn_momentum", "dropout")  # read only to build one
 
 
 @dataclass
@@ -50,7 +54,7 @@ class TrainSpec:
     batch_size: int = 256
     learning_rate: float = 1e-3
     optimizer: str = "adam"
-    strategy: str = "default"
+    strategy: str = "default"  # not a [baseline] key: the run's strategy, which trains the baseline, recorded
     cache: bool = True
 
 
@@ -120,6 +124,8 @@ def _type_ok(value, annotation: str) -> bool:
     a = annotation.replace(" ", "")
     if value is None:
         return "None" in a
+    if "|" in a:
+        return any(_type_ok(value, part) for part in a.split("|") if part != "None")
     if a.startswith("int"):
         return isinstance(value, int) and not isinstance(value, bool)
     if a.startswith("float"):
@@ -163,11 +169,80 @@ def _choice(value, options, what: str, where: str):
         raise RecipeError(f"[{where}] {what} = {value!r} is not supported", f"use one of: {', '.join(options)}")
 
 
+def _in_range(where: str, key: str, value, low, high=None, low_open=False, high_open=False, hint=""):
+    """Refuses a number outside [low, high] (an open end excluded), or not finite; None is unset."""
+    if value is None:
+        return
+    above = value > low if low_open else value >= low
+    below = high is None or (value < high if high_open else value <= high)
+    if math.isfinite(value) and above and below:
+        return
+    if not math.isfinite(value):
+        rule = "is not a finite number"
+    elif high is not None:
+        rule = f"is outside {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low == 0:
+        rule = "must be positive" if low_open else "must not be negative"
+    else:
+        rule = f"must be at least {low}"
+    raise RecipeError(f"[{where}] {key} = {value!r} {rule}", hint)
+
+
+def _check_types(table: dict, cls, where: str, name: str) -> None:
+    """The keys and value types of an inline table (channels = {...}) against the dataclass it makes."""
+    known = {f.name: str(f.type).replace("tuple[str, ...]", "str | list[str]") for f in fields(cls)}
+    for key, value in table.items():
+        if key not in known:
+            raise RecipeError(f"unknown key {key!r} in [{where}] {name}", _suggest(key, known))
+        if not _type_ok(value, known[key]):
+            raise RecipeError(f"[{where}] {name}: {key} = {value!r} has the wrong type; "
+                              f"expected {known[key]}", "fix the value in the recipe")
+
+
+def _name_ok(name: str) -> bool:
+    """Fit for one file or folder name: letters, digits, '-', '_', '.', and not only dots."""
+    return bool(name.strip(".")) and all(c.isalnum() or c in "-_." for c in name)
+
+
+def _check_numbers(r: "Recipe") -> None:
+    """Every number of the recipe's tables within its range (variants check their own)."""
+    m, d, b, n = r.model, r.data, r.baseline, r.bench
+    _in_range("recipe", "seed", r.seed, 0, 2**32 - 1, hint="use e.g. seed = 0")
+    _in_range("recipe", "fine_tune_batch_size", r.fine_tune_batch_size, 1, hint="use e.g. 256")
+    if len(m.input_shape) != 3 or min(m.input_shape) < 1:
+        raise RecipeError(f"[model] input_shape = {m.input_shape!r} is not (height, width, channels) of "
+                          "positive integers", "use e.g. input_shape = [32, 32, 1]")
+    _in_range("model", "classes", m.classes, 2, hint="a classifier needs two classes or more")
+    _in_range("model", "alpha", m.alpha, 0, low_open=True, hint="use e.g. 0.35 or 1.0")
+    _in_range("model", "dropout", m.dropout, 0, 1, high_open=True, hint="use e.g. 0.2")
+    _in_range("model", "bn_momentum", m.bn_momentum, 0, 1, low_open=True, high_open=True, hint="use e.g. 0.9")
+    for key in ("train_limit", "test_limit"):
+        _in_range("data", key, getattr(d, key), 1, hint="leave it out to use every image")
+    _in_range("data", "representative_count", d.representative_count, 1, hint="use e.g. 200")
+    if d.mean is not None and not d.mean:
+        raise RecipeError("[data] mean = [] is empty", "give one number per channel, e.g. mean = [0.5]")
+    if d.std is not None and (not d.std or not all(math.isfinite(s) and s > 0 for s in d.std)):
+        raise RecipeError(f"[data] std = {d.std!r} must hold positive numbers",
+                          "use the per-channel standard deviation, e.g. std = [0.5]")
+    _in_range("baseline", "epochs", b.epochs, 0, hint="use 0 or more")
+    _in_range("baseline", "batch_size", b.batch_size, 1, hint="use e.g. 256")
+    _in_range("baseline", "learning_rate", b.learning_rate, 0, low_open=True, hint="use e.g. 0.001")
+    if not n.threads or min(n.threads) < 1:
+        raise RecipeError(f"[bench] threads = {n.threads!r} must list thread counts of 1 or more",
+                          "use e.g. threads = [1, 2]")
+    _in_range("bench", "runs", n.runs, 1, hint="use e.g. 50")
+    _in_range("bench", "warmup", n.warmup, 0, hint="use e.g. 5")
+    _in_range("bench", "min_secs", n.min_secs, 0, hint="use e.g. 0.5")
+
+
 def validate_variant(v: VariantSpec, where: str) -> None:
     _choice(v.prune, PRUNE_METHODS, "prune", where)
     _choice(v.schedule, SCHEDULES, "schedule", where)
     _choice(v.quantize, QUANT_MODES, "quantize", where)
     _choice(v.sparse_encoding, SPARSE_ENCODING, "sparse_encoding", where)
+    _in_range(where, "learning_rate", v.learning_rate, 0, low_open=True, hint="use e.g. 0.0005")
+    for key in ("fine_tune_epochs", "qat_epochs"):
+        _in_range(where, key, getattr(v, key), 0, hint="use 0 or more")
     for key in ("target_sparsity", "initial_sparsity"):
         value = getattr(v, key)
         if not 0.0 <= value < 1.0:
@@ -180,8 +255,6 @@ def validate_variant(v: VariantSpec, where: str) -> None:
         raise RecipeError(f"[{where}] frequency = {v.frequency} must be at least 1", "masks update every N steps")
     if v.begin_step < 0:
         raise RecipeError(f"[{where}] begin_step = {v.begin_step} is negative", "use 0 or more")
-    if v.fine_tune_epochs < 0 or v.qat_epochs < 0:
-        raise RecipeError(f"[{where}] epochs must not be negative", "use 0 or more")
     if v.prune in ("unstructured", "2:4") and v.fine_tune_epochs <= 0:
         raise RecipeError(f"[{where}] prune = {v.prune!r} needs fine_tune_epochs > 0",
                           "TF-MOT applies its masks during fine-tuning steps")
@@ -194,10 +267,7 @@ def validate_variant(v: VariantSpec, where: str) -> None:
     if v.channels:
         from edgeprune.channels.config import ChannelConfig
 
-        known = {f.name for f in fields(ChannelConfig)}
-        for key in v.channels:
-            if key not in known:
-                raise RecipeError(f"unknown key {key!r} in [{where}] channels", _suggest(key, known))
+        _check_types(v.channels, ChannelConfig, where, "channels")
         try:
             ChannelConfig(**v.channels)
         except RecipeError as e:
@@ -208,14 +278,39 @@ def from_dict(data: dict, source: str | None = None) -> Recipe:
     for key in data:
         if key not in _TOP_KEYS:
             raise RecipeError(f"unknown key {key!r} at the top of the recipe", _suggest(key, _TOP_KEYS))
-    if "name" not in data or not isinstance(data["name"], str):
+    if "name" not in data:
         raise RecipeError("the recipe has no name", 'add name = "my-recipe" at the top')
+    top = {f.name: str(f.type) for f in fields(Recipe)}
+    for key in ("name", "seed", "fine_tune_batch_size", "strategy"):
+        if key in data and not _type_ok(data[key], top[key]):
+            raise RecipeError(f"[recipe] {key} = {data[key]!r} has the wrong type; expected {top[key]}",
+                              "fix the value in the recipe")
+    if not _name_ok(data["name"]):
+        raise RecipeError(f"the recipe name {data['name']!r} is unfit for a folder name",
+                          "use letters, digits, '-', '_' and '.', not only dots: it names the default run "
+                          "folder runs/NAME")
     model = _build(ModelSpec, data.get("model", {}), "model")
     if bool(model.architecture) == bool(model.path):
         raise RecipeError("[model] needs exactly one of architecture or path",
                           'set architecture = "mobilenet_v2" or path = "model.keras"')
+    if model.architecture:
+        from edgeprune.models import BUILTIN_ARCHITECTURES
+
+        _choice(model.architecture, BUILTIN_ARCHITECTURES, "architecture", "model")
+    for key in ARCHITECTURE_KEYS:
+        if model.path and key in data["model"]:
+            raise RecipeError(f"[model] {key} applies only to a built-in architecture, not to a model file",
+                              "remove it: the file fixes the model's width, input shape and classes")
     dataspec = _build(DataSpec, data.get("data", {}), "data")
+    _choice(dataspec.kind, DATA_KINDS, "kind", "data")
+    if dataspec.kind != "fashion_mnist" and not dataspec.path:
+        raise RecipeError(f"[data] kind = {dataspec.kind!r} needs a path",
+                          f'set path = "{"file.npz" if dataspec.kind == "npz" else "images"}" in [data]')
+    if isinstance(data.get("baseline"), dict) and "strategy" in data["baseline"]:
+        raise RecipeError("[baseline] strategy does not apply: the strategy is the whole run's",
+                          f"move it to the top of the recipe: strategy = {data['baseline']['strategy']!r}")
     baseline = _build(TrainSpec, data.get("baseline", {}), "baseline")
+    _choice(baseline.optimizer, OPTIMIZERS, "optimizer", "baseline")
     bench = _build(BenchSpec, data.get("bench", {}), "bench")
     raw_variants = data.get("variant", [])
     if not isinstance(raw_variants, list) or not raw_variants:
@@ -227,18 +322,19 @@ def from_dict(data: dict, source: str | None = None) -> Recipe:
         name = raw["name"]
         if name in names:
             raise RecipeError(f"two variants are named {name!r}", "give each variant its own name")
-        if not all(c.isalnum() or c in "-_." for c in name):
-            raise RecipeError(f"variant name {name!r} has characters unfit for a file name",
-                              "use letters, digits, '-', '_' and '.'")
+        if not _name_ok(name):
+            raise RecipeError(f"variant name {name!r} is unfit for a file name",
+                              "use letters, digits, '-', '_' and '.', not only dots")
         names.add(name)
         v = _build(VariantSpec, {k: val for k, val in raw.items() if k != "name"}, f"variant {name}", name=name)
         validate_variant(v, f"variant {name}")
         variants.append(v)
     recipe = Recipe(name=data["name"], model=model, data=dataspec, baseline=baseline, bench=bench,
-                    variants=variants, seed=int(data.get("seed", 0)),
-                    fine_tune_batch_size=int(data.get("fine_tune_batch_size", 256)),
-                    strategy=str(data.get("strategy", "default")), source=source)
+                    variants=variants, source=source,
+                    **{k: data[k] for k in ("seed", "fine_tune_batch_size", "strategy") if k in data})
     _choice(recipe.strategy, STRATEGIES, "strategy", "recipe")
+    baseline.strategy = recipe.strategy
+    _check_numbers(recipe)
     _choice(dataspec.normalization, ("0_1", "-1_1", "none"), "normalization", "data")
     return recipe
 
@@ -250,9 +346,17 @@ def load(path: Path | str, overrides: list[str] | None = None) -> Recipe:
     if not p.is_file():
         raise InputFileError(f"recipe not found: {p}", "give the path of a .toml recipe, e.g. models/mobilenet_v2_fashion.toml")
     try:
-        data = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{p} is not valid TOML: {e}", "fix the syntax at the position named") from None
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{p} is not a text file (byte {e.object[e.start]:#04x} at offset {e.start} is not "
+                          "UTF-8)", "give a TOML recipe, e.g. models/mobilenet_v2_fashion.toml") from None
+    except OSError as e:
+        raise InputFileError(f"cannot read the recipe {p}: {e.strerror or e}",
+                             "check its permissions") from None
+    except tomllib.TOMLDecodeError as e:
+        what, where = toml_problem(e)
+        raise RecipeError(f"{p} is not valid TOML: {what}" + (f" at {where}" if where else ""),
+                          f"fix the syntax at {where}" if where else "fix the TOML syntax") from None
     data = apply_overrides(data, overrides or [])
     recipe = from_dict(data, source=str(p))
     if recipe.model.path and not Path(recipe.model.path).is_absolute():
@@ -277,7 +381,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if len(parts) == 3:
                 targets = [v for v in targets if v.get("name") == parts[1]]
                 if not targets:
-                    raise RecipeError(f"override {item!r} names no variant of the recipe", "check the variant name")
+                    names = [str(v["name"]) for v in data.get("variant", [])
+                             if isinstance(v, dict) and "name" in v]
+                    raise RecipeError(f"override {item!r} names no variant of the recipe",
+                                      f"choose one of: {', '.join(names)}" if names else "check the name")
                 parts = [parts[2]]
             else:
                 parts = parts[1:]
