@@ -34,6 +34,8 @@ class RunFolder:
                 if not force:
                     raise OutputError(f"the output folder {self.final} already holds a run",
                                       "pass --force to replace it, or choose another --out")
+        # the folders made for it (innermost first), removed again if the run fails
+        self.made = [d for d in [self.final.parent, *self.final.parent.parents] if not d.exists()]
         try:
             self.final.parent.mkdir(parents=True, exist_ok=True)
             self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.final.parent))
@@ -48,6 +50,11 @@ class RunFolder:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             shutil.rmtree(self.path, ignore_errors=True)
+            for d in self.made:
+                try:
+                    d.rmdir()
+                except OSError:  # not empty: something else is in it now
+                    break
             return
         old = None
         if self.final.exists():
@@ -79,6 +86,23 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model_atomic(model, path: Path | str) -> None:
+    """model.save() to a temp name in the same folder, then a rename over `path`, as
+    write_bytes_atomic does, with the same umask permissions (mkstemp alone would leave 0600)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
@@ -123,3 +147,15 @@ def check_output_file(path: Path | str, inputs: list[Path | str], force: bool) -
     if not parent.is_dir():
         raise OutputError(f"cannot write {p}: the folder {parent} does not exist", "create it or choose another --out")
     return p
+
+
+def check_output_folder(path: Path | str, inputs: list[Path | str | None]) -> None:
+    """A run folder replaced with --force must not hold one of the run's inputs."""
+    out = Path(path)
+    if not out.is_dir():
+        return
+    root = out.resolve()
+    for i in inputs:
+        if i is not None and Path(i).exists() and Path(i).resolve().is_relative_to(root):
+            raise OutputError(f"the output folder {out} holds an input of the run ({i})",
+                              "choose another --out")
