@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 
-def load_fashion_mnist(directory: Path | str | None = None) -> Dataset:
+def _fashion_mnist_dir(directory: Path | str | None = None) -> Path:
     d = Path(directory) if directory else FASHION_MNIST_DIR
     missing = [n for n in FASHION_MNIST_FILES.values() if not (d / n).is_file()]
     if missing:
@@ -75,6 +76,11 @@ def load_fashion_mnist(directory: Path | str | None = None) -> Dataset:
             f"Fashion-MNIST is not installed ({d}/{missing[0]} is missing)",
             "install it with: sudo apt-get install dataset-fashion-mnist (or set EDGEPRUNE_FASHION_MNIST_DIR)",
         )
+    return d
+
+
+def load_fashion_mnist(directory: Path | str | None = None) -> Dataset:
+    d = _fashion_mnist_dir(directory)
     arrays = {k: read_idx(d / n) for k, n in FASHION_MNIST_FILES.items()}
     return Dataset("fashion_mnist", arrays["x_train"][..., None], arrays["y_train"].astype(np.int64),
                    arrays["x_test"][..., None], arrays["y_test"].astype(np.int64), 10, list(FASHION_MNIST_CLASSES))
@@ -83,7 +89,10 @@ def load_fashion_mnist(directory: Path | str | None = None) -> Dataset:
 def load_npz(path: Path | str) -> Dataset:
     p = Path(path)
     if not p.is_file():
-        raise InputFileError(f"dataset file not found: {p}", "check the path in the recipe's [data] table")
+        raise InputFileError(f"dataset file not found: {p}", "check the path")
+    if not zipfile.is_zipfile(p):  # np.load would take it for a pickle, or return one .npy array
+        raise InputFileError(f"{p} is not an .npz file (not a zip archive)", "save the arrays with "
+                             "np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
     try:
         with np.load(p, allow_pickle=False) as z:
             keys = set(z.files)
@@ -120,7 +129,7 @@ def load_image_folder(path: Path | str, test_fraction: float = 0.2, seed: int = 
 
     root = Path(path)
     if not root.is_dir():
-        raise InputFileError(f"image folder not found: {root}", "check the path in the recipe's [data] table")
+        raise InputFileError(f"image folder not found: {root}", "check the path")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     if len(classes) < 2:
         raise DataError(f"{root} has {len(classes)} class subfolders; expected at least 2",
@@ -162,6 +171,17 @@ def load_dataset(kind: str, path: str | None = None, **kw) -> Dataset:
             raise DataError("data kind 'image_folder' needs a path", "set path = \"folder\" in the recipe's [data]")
         return load_image_folder(path, **kw)
     raise DataError(f"unknown data kind {kind!r}", "use one of: fashion_mnist, npz, image_folder")
+
+
+def check_source(kind: str, path: str | None = None) -> None:
+    """Raises what load_dataset would for missing files, without reading any: a run checks its data
+    this way before it starts."""
+    if kind == "fashion_mnist":
+        _fashion_mnist_dir(path)
+    elif kind == "npz" and path and not Path(path).is_file():
+        raise InputFileError(f"dataset file not found: {path}", "check the path")
+    elif kind == "image_folder" and path and not Path(path).is_dir():
+        raise InputFileError(f"image folder not found: {path}", "check the path")
 
 
 def prepare_images(x: np.ndarray, input_shape: tuple[int, int, int], normalization: str = "0_1",
