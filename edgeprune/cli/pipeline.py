@@ -37,18 +37,47 @@ def with_data_options(f):
     return f
 
 
-def _load_data(model, data_spec, normalization, train_limit, test_limit):
-    from edgeprune.data import fit_to_model, load_dataset
-    from edgeprune.models import io_shape
+def _read_data(data_spec, option="--data"):
+    """The dataset `option` names, as read: fashion_mnist, an image folder or an .npz file."""
+    from edgeprune.data import load_dataset
+    from edgeprune.errors import InputFileError
 
     if data_spec == "fashion_mnist":
-        raw = load_dataset("fashion_mnist")
-    elif Path(data_spec).is_dir():
-        raw = load_dataset("image_folder", data_spec)
-    else:
-        raw = load_dataset("npz", data_spec)
+        return load_dataset("fashion_mnist")
+    if Path(data_spec).is_dir():
+        return load_dataset("image_folder", data_spec)
+    if not Path(data_spec).is_file():
+        raise InputFileError(f"{option} {data_spec}: no such file or folder",
+                             "give fashion_mnist, an .npz file (x_train, y_train, x_test, y_test) or an "
+                             "image folder")
+    return load_dataset("npz", data_spec)
+
+
+def _fit_data(model, raw, normalization, train_limit, test_limit):
+    from edgeprune.data import fit_to_model
+    from edgeprune.models import io_shape
+
     shape, n_out = io_shape(model)
     return fit_to_model(raw, shape, n_out, normalization, train_limit=train_limit, test_limit=test_limit)
+
+
+def _load_data(model, data_spec, normalization, train_limit, test_limit):
+    return _fit_data(model, _read_data(data_spec), normalization, train_limit, test_limit)
+
+
+def _check_model(path):
+    """Refuses a missing file or one that is no model, from its header, before TensorFlow loads it."""
+    from edgeprune.models import detect_format
+
+    detect_format(path)
+
+
+def _check_suffix(out: Path, suffix: str, writes: str, alternative: str = "") -> None:
+    from edgeprune.errors import OutputError
+
+    if out.suffix.lower() != suffix:
+        raise OutputError(f"--out {out} must end in {suffix}: {writes}",
+                          f"name it {out.with_suffix(suffix)}{alternative}")
 
 
 def _load_keras(path):
@@ -108,6 +137,13 @@ def run(recipe, out, force, overrides, variants, threads, epochs, targets, inven
         for name in only:
             r.variant(name)
     out = out or Path("runs") / r.name
+    from edgeprune.data import check_source
+    from edgeprune.runfolder import check_output_folder
+
+    check_output_folder(out, [recipe, r.model.path, r.data.path, r.bench.inventory])
+    if r.model.path:  # a missing model or dataset fails here, before the run folder is made
+        _check_model(r.model.path)
+    check_source(r.data.kind, r.data.path)
     report = pipeline.run(r, out, force=force, only=only)
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -235,9 +271,12 @@ def quantize(model, mode, epochs, batch_size, learning_rate, sparse, out, force,
     from edgeprune.pipeline import choose_encoding
     from edgeprune.runfolder import check_output_file
 
+    _check_suffix(out, ".tflite", "quantize writes a TFLite flatbuffer")
     check_output_file(out, [model], force)
+    _check_model(model)
+    raw = _read_data(data_spec)
     keras_model = _load_keras(model)
-    ds = _load_data(keras_model, data_spec, normalization, train_limit, test_limit)
+    ds = _fit_data(keras_model, raw, normalization, train_limit, test_limit)
     if mode in ("pqat", "qat"):
         qat = q.quantize_aware(keras_model, ds.x_train, ds.y_train, preserve_sparsity=(mode == "pqat"),
                                epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
@@ -287,7 +326,16 @@ def export(model, out, mode, to_keras3, force, data_spec, quiet):
     from edgeprune import export as ex
     from edgeprune.runfolder import check_output_file
 
+    if to_keras3:
+        if data_spec:
+            raise click.UsageError("--verify-data applies to .tflite exports, not to --keras3")
+        _check_suffix(out, ".keras", "--keras3 writes a Keras 3 model")
+    else:
+        _check_suffix(out, ".tflite", "export writes a TFLite flatbuffer",
+                      ", or pass --keras3 with a .keras file")
     check_output_file(out, [model], force)
+    _check_model(model)
+    raw = _read_data(data_spec, "--verify-data") if data_spec else None
     keras_model = _load_keras(model)
     if to_keras3:
         from edgeprune.keras3 import save_keras3
@@ -296,9 +344,9 @@ def export(model, out, mode, to_keras3, force, data_spec, quiet):
         click.echo(f"wrote {out} (Keras 3); max |diff| vs tf_keras {check['max_abs_diff']:.1e} "
                    f"(tolerance {check['tolerance']:.0e})")
         return 0
+    ds = _fit_data(keras_model, raw, "0_1", None, None) if raw is not None else None  # before converting
     content = ex.convert(keras_model, mode)
-    if data_spec:
-        ds = _load_data(keras_model, data_spec, "0_1", None, None)
+    if ds is not None:
         _verify_and_write(content, ds, keras_model if mode == "float32" else None, out)
         return 0
     shape = [int(d) if d else 1 for d in keras_model.inputs[0].shape[1:]]
@@ -326,7 +374,7 @@ def eval_(model, data_spec, normalization, train_limit, test_limit, threads, as_
     install_progress(quiet)
     from edgeprune import export as ex
     from edgeprune import tflite_file
-    from edgeprune.data import fit_to_model, load_dataset
+    from edgeprune.data import fit_to_model
 
     result = {"model": str(model)}
     if model.suffix == ".tflite":
@@ -334,8 +382,7 @@ def eval_(model, data_spec, normalization, train_limit, test_limit, threads, as_
         content = model.read_bytes()
         tin = info.tensors[info.inputs[0]]
         tout = info.tensors[info.outputs[0]]
-        raw = load_dataset("fashion_mnist") if data_spec == "fashion_mnist" else \
-            load_dataset("image_folder" if Path(data_spec).is_dir() else "npz", data_spec)
+        raw = _read_data(data_spec)
         ds = fit_to_model(raw, tin.shape[1:], tout.shape[-1], normalization, train_limit=train_limit,
                           test_limit=test_limit)
         v = ex.verify(content, ds.x_test, ds.y_test, threads=threads)
@@ -355,8 +402,10 @@ def eval_(model, data_spec, normalization, train_limit, test_limit, threads, as_
     else:
         from edgeprune.train import keras_accuracy
 
+        _check_model(model)
+        raw = _read_data(data_spec)
         keras_model = _load_keras(model)
-        ds = _load_data(keras_model, data_spec, normalization, train_limit, test_limit)
+        ds = _fit_data(keras_model, raw, normalization, train_limit, test_limit)
         acc = keras_accuracy(keras_model, ds.x_test, ds.y_test)
         result.update(accuracy=acc, samples=int(len(ds.x_test)), params=int(keras_model.count_params()))
         text = f"{model}: Keras accuracy {acc:.2%} on {len(ds.x_test)} images; {result['params']:,} parameters"
