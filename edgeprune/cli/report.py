@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 FORMATS = ("html", "md", "csv", "json")
+SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".csv": "csv", ".json": "json"}
 
 
 @click.command()
@@ -31,16 +32,24 @@ def report(runs, fmt, out, variant, force):
     edgeprune report runs/demo runs/bench-pixel runs/bench-pi -o all.html
     edgeprune report runs/bench-pixel --format csv > pixel.csv
     """
+    from edgeprune.errors import OutputError
     from edgeprune.report import merge, tables
     from edgeprune.runfolder import check_output_file, write_text_atomic
 
-    if fmt is None:
-        suffix = out.suffix.lower().lstrip(".") if out else ""
-        fmt = (
-            {"htm": "html", "markdown": "md"}.get(suffix, suffix)
-            if suffix in FORMATS + ("htm", "markdown")
-            else ("html" if out else "md")
-        )
+    if out is not None:  # the file's suffix names its format: no HTML in a .pdf
+        suffix = out.suffix.lower()
+        named = SUFFIXES.get(suffix)
+        if fmt is None and named is None:
+            has = f"the suffix {suffix}" if suffix else "no suffix"
+            raise OutputError(
+                f"-o {out} has {has}, which names no report format", "name the file .html, .md, .csv or .json"
+            )
+        if fmt is not None and named != fmt:
+            fix = f"name the file {out.with_suffix('.' + fmt)}"
+            raise OutputError(f"-o {out} does not match --format {fmt}",
+                              fix + (f", or pass --format {named}" if named else ""))
+        fmt = named
+    fmt = fmt or "md"
     inputs = [f for r in runs for f in merge.result_files(r)]
     if out is not None:
         check_output_file(out, inputs, force)
