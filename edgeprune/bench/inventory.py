@@ -29,7 +29,7 @@ from edgeprune.bench.adb import AdbTransport
 from edgeprune.bench.local import LocalTransport
 from edgeprune.bench.ssh import SshAddress, SshOptions, SshTransport
 from edgeprune.bench.transport import Transport
-from edgeprune.errors import DeviceError, InputFileError
+from edgeprune.errors import DeviceError, InputFileError, toml_problem
 
 KINDS = ("local", "adb", "ssh")
 RUNNERS = ("python", "benchmark_model")
@@ -123,7 +123,9 @@ def parse_target(text: str) -> DeviceSpec:
 
 def _check_type(where: str, key: str, value, tp, example: str):
     if not isinstance(value, tp) or isinstance(value, bool) and tp is not bool:
-        raise InputFileError(f"{where}: '{key}' should be {example}, got {value!r}")
+        raise InputFileError(
+            f"{where}: '{key}' should be {example}, got {value!r}", "fix the value in the inventory"
+        )
 
 
 def _device_from_table(t: dict, where: str, base: Path) -> DeviceSpec:
@@ -166,9 +168,10 @@ def _device_from_table(t: dict, where: str, base: Path) -> DeviceSpec:
         if (
             not isinstance(threads, list)
             or not threads
-            or not all(isinstance(x, int) and x >= 1 for x in threads)
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in threads)
         ):
-            raise InputFileError(f"{where}: threads should be a list of positive integers, got {threads!r}")
+            raise InputFileError(f"{where}: threads should be a list of positive integers, got {threads!r}",
+                                 "e.g. threads = [1, 4]")
     affinity = t.get("affinity")
     if affinity is not None and (not isinstance(affinity, str) or not _AFFINITY.match(affinity)):
         raise InputFileError(
@@ -253,15 +256,27 @@ class Inventory:
 def load_inventory(path: str | Path) -> Inventory:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputFileError(
             f"inventory {path} does not exist", "give the path of a TOML file with [[device]] tables"
         ) from None
     except OSError as e:
-        raise InputFileError(f"cannot read inventory {path}: {e.strerror}") from None
+        raise InputFileError(
+            f"cannot read inventory {path}: {e.strerror}", "check the path and its permissions"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise InputFileError(
+            f"inventory {path} is not a text file "
+            f"(byte {e.object[e.start]:#04x} at offset {e.start} is not UTF-8)",
+            "give a TOML file with [[device]] tables",
+        ) from None
     except tomllib.TOMLDecodeError as e:
-        raise InputFileError(f"inventory {path} is not valid TOML: {e}") from None
+        what, where = toml_problem(e)
+        raise InputFileError(
+            f"inventory {path} is not valid TOML: {what}" + (f" at {where}" if where else ""),
+            f"fix the syntax at {where}" if where else "fix the TOML syntax",
+        ) from None
     unknown = set(data) - {"device"}
     if unknown:
         k = sorted(unknown)[0]
@@ -271,6 +286,12 @@ def load_inventory(path: str | Path) -> Inventory:
     tables = data.get("device", [])
     if not isinstance(tables, list) or not tables:
         raise InputFileError(f"inventory {path} lists no devices", "add [[device]] tables")
+    for i, t in enumerate(tables):
+        if not isinstance(t, dict):
+            raise InputFileError(
+                f"inventory {path}: device {i + 1} is {t!r}, not a table",
+                "write each device as a [[device]] table with a name and a target",
+            )
     base = path.resolve().parent
     devices = [_device_from_table(t, f"{path} device {i + 1}", base) for i, t in enumerate(tables)]
     seen: set[str] = set()
