@@ -165,13 +165,31 @@ def test_protect_keeps_a_layer_whole(zoo_model):
 
 @pytest.mark.parametrize("criterion", ["l1", "l2", "bn_gamma", "taylor"])
 def test_criteria_prefer_the_stronger_channels(criterion):
+    """Half of c1's channels are made weak by every measure (their filters, BN scale and shift, and
+    the rows of c2 that read them shrunk 100x): every criterion keeps exactly the other half."""
     model = chain()
+    strong = np.array([0, 2, 3, 7, 8, 11, 12, 14])
+    weak = np.setdiff1d(np.arange(16), strong)
+    c1, bn1, c2 = _layer(model, "c1"), _layer(model, "bn1"), _layer(model, "c2")
+    k, b = c1.get_weights()
+    k[..., weak] *= 0.01
+    b[weak] *= 0.01
+    c1.set_weights([k, b])
+    gamma, beta, mean, var = bn1.get_weights()
+    gamma[weak] *= 0.01
+    beta[weak] *= 0.01
+    mean[weak] *= 0.01
+    bn1.set_weights([gamma, beta, mean, var])
+    k2, b2 = c2.get_weights()
+    k2[:, :, weak, :] *= 0.01
+    c2.set_weights([k2, b2])
     rng = np.random.default_rng(3)
     x = batch((8, 8, 3), n=32)
     y = rng.integers(0, 4, size=32)
     result = prune_channels(model, ChannelConfig(ratio=0.5, round_to=1, criterion=criterion),
                             data=(x, y) if criterion == "taylor" else None, recalibrate_bn=False)
     assert _layer(result.model, "c1").filters == 8
+    assert sorted(_kept(result, "c1:out")) == strong.tolist()
     g = ChannelGraph(model)
     np.testing.assert_allclose(result.model(x).numpy(), masked_copy(g, result.plan.kept_for(g))(x).numpy(),
                                atol=1e-5)
