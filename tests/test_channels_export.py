@@ -1,13 +1,12 @@
 """Pruned models export to TFLite with the new channel counts and compute what Keras computes; a
-sweep over keras.applications architectures prunes 30 %, exports and verifies each."""
-
-import os
+sweep over keras.applications architectures prunes 30 %, then exports every one through the product
+path (edgeprune.export.convert, then verify)."""
 
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from edgeprune._tf import keras, tf
+from edgeprune._tf import keras
 from edgeprune.channels import ChannelConfig, ChannelGraph, prune_channels
 from edgeprune.channels.recovery import reestimate_bn
 from edgeprune.channels.surgery import masked_copy
@@ -87,18 +86,6 @@ ARCHITECTURES = {
 BLOCKED: dict[str, str] = {}
 
 
-def _fast_float32(model) -> bytes:
-    """float32 conversion straight from the Keras graph (no SavedModel round trip): the sweep has six
-    models to convert on a shared CPU."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.experimental_lower_to_saved_model = False
-    return converter.convert()
-
-
-# Converting is slow on a shared CPU (15-80 s per architecture here), so by default the sweep exports
-# one architecture that has most rules (SE, hard-swish TF ops, residuals, depthwise);
-# EDGEPRUNE_SWEEP_EXPORT=all exports and verifies every one.
-EXPORTED = list(ARCHITECTURES) if os.environ.get("EDGEPRUNE_SWEEP_EXPORT") == "all" else ["MobileNetV3Small"]
 _pruned: dict = {}
 
 
@@ -128,11 +115,14 @@ def test_applications_sweep_prunes_30_percent_and_verifies(arch):
     np.testing.assert_allclose(have, want, atol=1e-5 * scale, rtol=1e-4)
 
 
-@pytest.mark.parametrize("arch", EXPORTED)
-def test_applications_sweep_exports_and_matches_keras(arch):
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_applications_sweep_exports_and_verifies(arch):
+    from edgeprune.export import FLOAT32_ATOL, convert, verify
+
     model, result, xs = _pruned_architecture(arch)
-    have = result.model(xs).numpy()
-    scale = max(1.0, float(np.abs(have).max()))
-    got, shapes = _run_tflite(_fast_float32(result.model), xs)
-    np.testing.assert_allclose(got, have, atol=1e-4 * scale, rtol=1e-3)
+    content = convert(result.model, "float32")
+    v = verify(content, xs, np.zeros(len(xs), np.int64), keras_model=result.model, float32=True)
+    assert v.ok and v.runs_in_default_interpreter, v.failures
+    assert v.samples == len(xs) and v.max_abs_diff_vs_keras <= FLOAT32_ATOL == v.tolerance
+    _, shapes = _run_tflite(content, xs)
     assert _check_tflite_shapes(result.model, shapes) > 10
