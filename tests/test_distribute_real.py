@@ -55,7 +55,8 @@ print(json.dumps({{"replicas": strategy.num_replicas_in_sync,
 """
 
 
-def _run_workers(scripts: list[str], envs: list[dict], logs: Path, timeout: float) -> list[tuple[int, str, str]]:
+def _run_workers(scripts: list[str], envs: list[dict], logs: Path,
+                 timeout: float) -> list[tuple[int, str, str]]:
     """Runs the workers side by side; (exit code, stdout, stderr) of each. When one fails or the
     time is up, the others are stopped: they would wait for it forever."""
     procs, files = [], []
@@ -63,7 +64,8 @@ def _run_workers(scripts: list[str], envs: list[dict], logs: Path, timeout: floa
         for i, (script, env) in enumerate(zip(scripts, envs)):
             out, err = open(logs / f"w{i}.out", "w+"), open(logs / f"w{i}.err", "w+")
             files += [out, err]
-            procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=out, stderr=err, text=True))
+            procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=out, stderr=err,
+                                          text=True))
         deadline = time.monotonic() + timeout
         while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
             if any(p.poll() not in (None, 0) for p in procs):
@@ -89,7 +91,8 @@ def test_two_multi_worker_processes_fine_tune_and_prune_to_the_same_weights(tmp_
     for i in range(2):
         (tmp_path / f"w{i}").mkdir()
         scripts.append(WORKER.format(tests=str(TESTS), index=i, out=str(tmp_path / f"w{i}")))
-        envs.append(dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
+        task = {"type": "worker", "index": i}
+        envs.append(dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": task})))
     outputs = _run_workers(scripts, envs, tmp_path, WORKER_TIMEOUT)
     for code, _, err in outputs:
         assert code == 0, err[-3000:]
@@ -169,11 +172,12 @@ def test_run_with_mirrored_strategy_on_two_logical_cpus(tmp_path):
 
     cf.build_tiny().save(tmp_path / "tiny.keras")
     (tmp_path / "r.toml").write_text(MIRRORED_RECIPE.format(model=tmp_path / "tiny.keras"))
-    r = subprocess.run([sys.executable, "-c", MIRRORED_MAIN, "run", "r.toml", "--out", "run", "-q"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=WORKER_TIMEOUT,
+    r = subprocess.run([sys.executable, "-c", MIRRORED_MAIN, "run", "r.toml", "--out", "run", "-q"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=WORKER_TIMEOUT,
                        env=dict(os.environ, EDGEPRUNE_CACHE_DIR=str(tmp_path / "cache")))
     assert r.returncode == 0, r.stderr[-3000:]
-    seen = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("STRATEGIES="))[len("STRATEGIES="):])
+    marker = next(ln for ln in r.stdout.splitlines() if ln.startswith("STRATEGIES="))
+    seen = json.loads(marker[len("STRATEGIES="):])
     assert seen == [["mirrored", "MirroredStrategy", 2]]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["strategy"] == "mirrored"
