@@ -4,7 +4,8 @@ import numpy as np
 
 from edgeprune._tf import keras
 from edgeprune.channels import ChannelConfig, prune_channels
-from edgeprune.channels.recovery import make_fine_tune, reestimate_bn
+from edgeprune.channels.recovery import reestimate_bn
+from edgeprune.finetune import FineTuneSettings, make_fine_tune
 from channel_models import batch, chain
 
 
@@ -34,7 +35,8 @@ def test_prune_with_data_recalibrates_bn_and_fine_tunes_with_distillation():
     calibrated = prune_channels(teacher, ChannelConfig(ratio=0.7, round_to=1), data=(x, y))
     assert calibrated.model.get_layer("bn2").moving_mean.numpy().tolist() != \
         plain.model.get_layer("bn2").moving_mean.numpy().tolist()
-    fine_tune = make_fine_tune(x, y, teacher=teacher, batch_size=64, learning_rate=3e-3)
+    fine_tune = make_fine_tune(x, y, teacher=teacher,
+                               settings=FineTuneSettings(learning_rate=3e-3, schedule="constant", batch_size=64))
     tuned = prune_channels(teacher, ChannelConfig(ratio=0.7, round_to=1, iterative_steps=2), data=(x, y),
                            fine_tune=fine_tune, fine_tune_epochs=4)
     assert agreement(tuned.model) > max(agreement(plain.model), 0.5)
