@@ -60,7 +60,13 @@ def global_counts(graph: ChannelGraph, scores: dict[str, np.ndarray], cfg: Chann
                                floors.get(g.root)) for g in graph.groups}
 
 
-def counts_for(graph, scores, cfg, ratio, floors: dict[int, int] | None = None) -> dict[int, int]:
+def counts_for(graph, scores, cfg, ratio, floors: dict[int, int] | None = None, table=None) -> dict[int, int]:
+    """Kept counts for removing `ratio`; allocation "sensitivity" needs `table` (a SensitivityTable)."""
+    if cfg.allocation == "sensitivity":
+        if table is None:
+            raise PruningError("allocation 'sensitivity' needs a measured sensitivity table",
+                               "prune through prune_channels with data=(x, y)")
+        return table.counts(ratio, floors)
     if cfg.allocation == "global":
         return global_counts(graph, scores, cfg, ratio, floors)
     return uniform_counts(graph, cfg, ratio, floors)
@@ -78,7 +84,7 @@ def kept_indices(graph: ChannelGraph, scores: dict[str, np.ndarray], counts: dic
 
 def counts_for_budget(graph: ChannelGraph, scores, cfg: ChannelConfig, counter: Counter,
                       keep_fraction: float, measure: str,
-                      floors: dict[int, int] | None = None) -> tuple[dict[int, int], float]:
+                      floors: dict[int, int] | None = None, table=None) -> tuple[dict[int, int], float]:
     """The smallest ratio whose `measure` ("macs" or "params") is at most keep_fraction of the graph's
     model; returns (counts, ratio). Bisection: rounding makes the measure a step function of ratio."""
     full = counter.count()
@@ -89,7 +95,7 @@ def counts_for_budget(graph: ChannelGraph, scores, cfg: ChannelConfig, counter: 
     goal = keep_fraction * base
 
     def value(ratio: float) -> float:
-        c = counter.count(counts_for(graph, scores, cfg, ratio, floors))
+        c = counter.count(counts_for(graph, scores, cfg, ratio, floors, table))
         return float(c.macs if measure == "macs" else c.params)
 
     lo, hi = 0.0, 0.999  # the max ratio (or floors) cap every group anyway
@@ -101,11 +107,11 @@ def counts_for_budget(graph: ChannelGraph, scores, cfg: ChannelConfig, counter: 
             f"{len(graph.groups)} prunable groups)",
             f"raise the {measure} target, max_ratio, or protect fewer layers")
     if value(lo) <= goal:
-        return counts_for(graph, scores, cfg, lo, floors), lo
+        return counts_for(graph, scores, cfg, lo, floors, table), lo
     for _ in range(30):
         mid = (lo + hi) / 2
         if value(mid) <= goal:
             hi = mid
         else:
             lo = mid
-    return counts_for(graph, scores, cfg, hi, floors), hi
+    return counts_for(graph, scores, cfg, hi, floors, table), hi

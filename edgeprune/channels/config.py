@@ -10,7 +10,7 @@ from typing import Any
 from edgeprune.errors import RecipeError, SchemaError
 
 CRITERIA = ("l1", "l2", "bn_gamma", "taylor")
-ALLOCATIONS = ("uniform", "global")
+ALLOCATIONS = ("uniform", "global", "sensitivity")
 CONFIG_VERSION = 1
 
 
@@ -26,7 +26,8 @@ class ChannelConfig:
     ratio          fraction of each group's channels to remove (uniform) or of all prunable channels (global)
     criterion      "l1" | "l2" | "bn_gamma" | "taylor" (taylor needs data)
     round_to       kept channel counts are multiples of this (or the whole group)
-    allocation     "uniform" | "global"
+    allocation     "uniform" | "global" | "sensitivity" (each group pruned alone at a few ratios on data,
+                   then ratios chosen greedily for the least measured accuracy loss)
     max_ratio      no group loses more than this fraction of its channels
     protect        regexes (re.search) of layer names to protect: a Conv/Dense/SeparableConv keeps its output
                    channels; any other layer, supported or not, keeps all its input and output channels

@@ -144,9 +144,14 @@ def _prune_steps(model, graph0, counter0, before, cfg, data, x, fine_tune, fine_
                 counter = Counter(graph)
             scores = score_groups(current, graph, make_criterion(cfg.criterion, data))
             floors = {g.root: floor_of[g.key] for g in graph.groups if g.key in floor_of}
+            table = None
+            if cfg.allocation == "sensitivity":
+                from edgeprune.channels.sensitivity import SensitivityTable  # noqa: PLC0415
+
+                table = SensitivityTable(current, graph, scores, cfg, data)
             if cfg.budget == "ratio":
                 done, goal = cfg.ratio * (step - 1) / n, cfg.ratio * step / n
-                counts = counts_for(graph, scores, cfg, 1.0 - (1.0 - goal) / (1.0 - done), floors)
+                counts = counts_for(graph, scores, cfg, 1.0 - (1.0 - goal) / (1.0 - done), floors, table)
             else:
                 measure = cfg.budget
                 target = cfg.macs_target if measure == "macs" else cfg.params_target
@@ -161,7 +166,7 @@ def _prune_steps(model, graph0, counter0, before, cfg, data, x, fine_tune, fine_
                     counts = {}
                 else:
                     counts, _ = counts_for_budget(graph, scores, cfg, counter, goal_value / now_value, measure,
-                                                  floors)
+                                                  floors, table)
             kept = kept_indices(graph, scores, counts)
             for g in graph.groups:
                 if g.key not in composed:
@@ -175,7 +180,8 @@ def _prune_steps(model, graph0, counter0, before, cfg, data, x, fine_tune, fine_
                 new = _check_fine_tuned(new, fine_tune(new, fine_tune_epochs))
             c = counter0.count({graph0.group(k).root: len(v) for k, v in composed.items()})
             steps.append({"step": step, "params": c.params, "macs": c.macs,
-                          "channels": int(sum(len(v) for v in composed.values()))})
+                          "channels": int(sum(len(v) for v in composed.values())),
+                          **({"sensitivity": table.to_dict()} if table is not None else {})})
             log(f"channel pruning step {step}/{n}: {c.params} params, {c.macs} MACs")
             progress.advance(1)
             current = new
