@@ -69,7 +69,8 @@ class Context:
 # ---------------------------------------------------------------- baseline
 
 def _baseline_key(recipe: Recipe, epochs: float) -> str:
-    spec = {"model": recipe.model.__dict__, "data": recipe.data.__dict__, "train": recipe.baseline.__dict__,
+    train = {k: v for k, v in recipe.baseline.__dict__.items() if k not in ("reference_accuracy", "reference")}
+    spec = {"model": recipe.model.__dict__, "data": recipe.data.__dict__, "train": train,
             "epochs": epochs, "seed": recipe.seed, "versions": versions()}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -77,7 +78,7 @@ def _baseline_key(recipe: Recipe, epochs: float) -> str:
 def prepare_baseline(recipe: Recipe, strategy):
     """Returns (model, ModelSource, Dataset shaped for it, baseline info dict)."""
     from edgeprune._tf import keras
-    from edgeprune.train import clone_in_scope, compile_classifier, fit, keras_accuracy
+    from edgeprune.train import clone_in_scope, compile_classifier, fit, keras_accuracy, learning_rate_for, steps_for
 
     if recipe.model.path:
         model, source = load_model(recipe.model.path)
@@ -101,23 +102,42 @@ def prepare_baseline(recipe: Recipe, strategy):
         if recipe.baseline.cache and cached.is_file():
             model = keras.models.load_model(cached, compile=False)
             info.update(cached=True, cache_path=str(cached))
+            curve = cached.with_name("curve.json")
+            if curve.is_file():
+                info["curve"] = json.loads(curve.read_text())
             progress.log(f"baseline: reusing the cached model {cached}")
         else:
             keras.utils.set_random_seed(recipe.seed)
             model = clone_in_scope(model, strategy)
+            spec = recipe.baseline
+            steps = steps_for(len(ds.x_train), spec.batch_size, epochs)
+            per_epoch = steps_for(len(ds.x_train), spec.batch_size, 1)
             with strategy.scope():
-                compile_classifier(model, recipe.baseline.learning_rate, recipe.baseline.optimizer)
+                rate = learning_rate_for(spec.learning_rate, spec.lr_schedule, steps,
+                                         warmup_steps=int(spec.warmup_epochs * per_epoch))
+                compile_classifier(model, rate, spec.optimizer, spec.label_smoothing)
             t = time.perf_counter()
-            fit(model, ds.x_train, ds.y_train, epochs, recipe.baseline.batch_size, "baseline training",
-                seed=recipe.seed, strategy=strategy)
+            logs = fit(model, ds.x_train, ds.y_train, epochs, spec.batch_size, "baseline training",
+                       seed=recipe.seed, strategy=strategy, augment=spec.augment,
+                       one_hot=n_out if spec.label_smoothing > 0 else None, validation=(ds.x_test, ds.y_test))
             info["train_seconds"] = round(time.perf_counter() - t, 1)
+            info["curve"] = logs.get("curve", [])
             if recipe.baseline.cache:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cached.with_name(f".model.{os.getpid()}.keras")
                 model.save(tmp)
                 os.replace(tmp, cached)
+                write_json_atomic(cached.with_name("curve.json"), info["curve"])
                 info["cache_path"] = str(cached)
     info["keras_accuracy"] = keras_accuracy(model, ds.x_test, ds.y_test)
+    ref = recipe.baseline.reference_accuracy
+    if ref is not None:
+        gap = 100 * (ref - info["keras_accuracy"])
+        info["convergence"] = (f"baseline: {epochs:g} epochs, Keras accuracy {info['keras_accuracy']:.1%}, "
+                               + (f"{gap:.1f} points below" if gap > 0 else f"{-gap:.1f} points above")
+                               + f" the {ref:.1%} this model reaches trained to convergence"
+                               + (f" ({recipe.baseline.reference})" if recipe.baseline.reference else "")
+                               + "; losses below are against this baseline.")
     return model, source, ds, info
 
 
@@ -171,39 +191,84 @@ def choose_encoding(model, mode: str, setting: str, has_zeros: bool) -> tuple[by
     return dense, info
 
 
+def recovery_settings(recipe: Recipe, v: VariantSpec):
+    """How a variant's structural steps are fine-tuned: its own learning rate and schedule,
+    distillation from the baseline, and the baseline's augmentation and label smoothing unless the
+    variant says otherwise."""
+    from edgeprune.finetune import FineTuneSettings
+
+    b = recipe.baseline
+    return FineTuneSettings(learning_rate=v.learning_rate, schedule=v.lr_schedule,
+                            batch_size=recipe.fine_tune_batch_size, optimizer=b.optimizer, distill=v.distill,
+                            temperature=v.distill_temperature, alpha=v.distill_alpha,
+                            label_smoothing=b.label_smoothing if v.label_smoothing is None else v.label_smoothing,
+                            augment=b.augment if v.augment is None else v.augment, seed=recipe.seed)
+
+
+def _held_out(ctx: Context, n: int = 1024):
+    """The last `n` training images: scoring data for blocks and channel sensitivity."""
+    x, y = ctx.data.x_train, ctx.data.y_train
+    n = min(n, len(x))
+    return x[len(x) - n:], y[len(y) - n:]
+
+
+def _fine_tune(ctx: Context, v: VariantSpec, what: str):
+    from edgeprune.finetune import make_fine_tune
+
+    if v.fine_tune_epochs <= 0:
+        return None
+    return make_fine_tune(ctx.data.x_train, ctx.data.y_train, teacher=ctx.baseline,
+                          settings=recovery_settings(ctx.recipe, v), strategy=ctx.strategy,
+                          label=f"{v.name}: {what} recovery")
+
+
+def _remove_blocks(ctx: Context, v: VariantSpec, model, row: dict):
+    from edgeprune.channels.blocks import BlockConfig, prune_blocks, save_block_plan
+
+    cfg = BlockConfig(**v.blocks)
+    result = prune_blocks(model, cfg, data=_held_out(ctx), fine_tune=_fine_tune(ctx, v, "block"),
+                          fine_tune_epochs=v.fine_tune_epochs)
+    row["blocks"] = {"removed": result.removed, "scores": result.scores, "blocks": result.blocks,
+                     "params_before": result.params_before, "params_after": result.params_after,
+                     "layers_before": result.layers_before, "layers_after": result.layers_after,
+                     "config": cfg.to_dict()}
+    plan_path = ctx.out / "variants" / v.name / "block_plan.json"
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    save_block_plan(result.plan(), plan_path)
+    return result.model
+
+
+def _prune_channels(ctx: Context, v: VariantSpec, model, row: dict):
+    from edgeprune.channels import ChannelConfig, prune_channels
+
+    cfg = ChannelConfig(**v.channels)
+    # prune_channels fine-tunes after every step (iterative_steps) with the variant's epochs
+    result = prune_channels(model, cfg, data=_held_out(ctx), fine_tune=_fine_tune(ctx, v, "channel"),
+                            fine_tune_epochs=v.fine_tune_epochs)
+    row["channels"] = {"layers": result.layers, "params_before": result.params_before,
+                       "params_after": result.params_after, "macs_before": result.macs_before,
+                       "macs_after": result.macs_after, "config": cfg.to_dict(),
+                       "sensitivity": [s["sensitivity"] for s in result.steps if "sensitivity" in s]}
+    plan_path = ctx.out / "variants" / v.name / "channel_plan.json"
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    result.plan.save(plan_path)
+    return result.model
+
+
 def run_variant(ctx: Context, v: VariantSpec) -> dict:
     from edgeprune import quantize, sparsity
-    from edgeprune.train import clone_in_scope, compile_classifier, fit, keras_accuracy
+    from edgeprune.train import keras_accuracy
 
     r = ctx.recipe
     row: dict = {"name": v.name, "spec": v.__dict__.copy(), "status": "ok", "failures": []}
     t0 = time.perf_counter()
     model = ctx.baseline
     x, y = ctx.data.x_train, ctx.data.y_train
-    if v.channels:
-        from edgeprune.channels import ChannelConfig, prune_channels
-
-        def fine_tune(m, epochs):
-            if ctx.strategy.num_replicas_in_sync > 1:
-                m = clone_in_scope(m, ctx.strategy)  # the rebuilt model's variables must live under the strategy
-            with ctx.strategy.scope():
-                compile_classifier(m, v.learning_rate)
-            fit(m, x, y, epochs, r.fine_tune_batch_size, f"{v.name}: channel recovery", seed=r.seed,
-                strategy=ctx.strategy)
-            return m
-
-        cfg = ChannelConfig(**v.channels)
-        n = min(len(x), 512)
-        # prune_channels fine-tunes after every step (iterative_steps) with the variant's epochs
-        result = prune_channels(model, cfg, data=(x[:n], y[:n]), fine_tune=fine_tune if v.fine_tune_epochs > 0 else None,
-                                fine_tune_epochs=v.fine_tune_epochs)
-        model = result.model
-        row["channels"] = {"layers": result.layers, "params_before": result.params_before,
-                           "params_after": result.params_after, "macs_before": result.macs_before,
-                           "macs_after": result.macs_after, "config": cfg.to_dict()}
-        plan_path = ctx.out / "variants" / v.name / "channel_plan.json"
-        plan_path.parent.mkdir(parents=True, exist_ok=True)
-        result.plan.save(plan_path)
+    for step in v.order:
+        if step == "blocks" and v.blocks:
+            model = _remove_blocks(ctx, v, model, row)
+        elif step == "channels" and v.channels:
+            model = _prune_channels(ctx, v, model, row)
     if v.prune in ("unstructured", "2:4"):
         log_dir = str(ctx.out / "variants" / v.name / "tensorboard") if v.pruning_summaries else None
         model, rep = sparsity.prune(model, v.prune, x, y, schedule=v.schedule, target=v.target_sparsity,
@@ -256,8 +321,38 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
         row["latency"] = []
     else:
         row["latency"] = _host_latency(path, r)
+        row["latency_at"] = [_latency_at(ctx, v, model, shape) for shape in r.bench.input_shapes]
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
+
+
+def _latency_at(ctx: Context, v: VariantSpec, model, shape: list[int]) -> dict:
+    """The variant's network re-instantiated at another input size (same layers, same weights),
+    exported in the variant's mode and timed on the host: where compute, not per-op overhead,
+    decides latency. A (P)QAT variant is timed as its int8 PTQ export, which has the same ops."""
+    from edgeprune.channels.blocks import with_input_shape
+
+    mode = {"pqat": "int8", "qat": "int8"}.get(v.quantize, v.quantize)
+    out = {"input_shape": list(shape), "export": mode if mode == v.quantize else f"{mode} (for {v.quantize})"}
+    try:
+        big = with_input_shape(model, shape)
+        reps = None
+        if mode == "int8":
+            from edgeprune._tf import tf
+
+            reps = tf.image.resize(ctx.representative, shape[:2]).numpy().astype(np.float32)
+            if reps.shape[-1] != shape[2]:
+                raise EdgepruneError(f"input shape {shape} has {shape[2]} channels; the data has {reps.shape[-1]}",
+                                     f"use [H, W, {reps.shape[-1]}] in [bench] input_shapes")
+        content = export_mod.convert(big, mode, representative=reps)
+        export_mod.TFLiteModel(content).predict(np.zeros((1, *shape), np.float32))
+    except EdgepruneError as e:
+        out["error"] = e.one_line()
+        return out
+    path = ctx.out / "tflite" / f"{v.name}@{shape[0]}x{shape[1]}.tflite"
+    export_mod.write_atomic(path, content)
+    out.update(tflite=str(path.relative_to(ctx.out)), bytes=len(content), latency=_host_latency(path, ctx.recipe))
+    return out
 
 
 # ---------------------------------------------------------------- run
@@ -363,6 +458,13 @@ def _add_ratios(report: dict) -> None:
             b = base_lat.get((x["target"], x["threads"]))
             if b and x.get("median_ms"):
                 x["speedup"] = b / x["median_ms"]
+        base_at = {(tuple(a["input_shape"]), x["threads"]): x.get("median_ms")
+                   for a in base.get("latency_at", []) for x in a.get("latency", [])}
+        for a in v.get("latency_at", []):
+            for x in a.get("latency", []):
+                b = base_at.get((tuple(a["input_shape"]), x["threads"]))
+                if b and x.get("median_ms"):
+                    x["speedup"] = b / x["median_ms"]
 
 
 def failed_variants(report: dict) -> list[str]:

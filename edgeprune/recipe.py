@@ -14,7 +14,9 @@ from typing import Any
 
 from edgeprune.errors import InputFileError, RecipeError, toml_problem
 
-PRUNE_METHODS = ("none", "unstructured", "2:4", "channels")
+PRUNE_METHODS = ("none", "unstructured", "2:4", "channels", "blocks")
+STRUCTURE_STEPS = ("blocks", "channels")  # the structural steps, in the order a variant may give them
+LR_SCHEDULES = ("constant", "cosine")
 SCHEDULES = ("constant", "polynomial")
 QUANT_MODES = ("float32", "float16", "dynamic", "int8", "pqat", "qat")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -56,6 +58,12 @@ class TrainSpec:
     optimizer: str = "adam"
     strategy: str = "default"  # not a [baseline] key: the run's strategy, which trains the baseline, recorded
     cache: bool = True
+    lr_schedule: str = "constant"  # or "cosine": decay to zero over the training, after warmup_epochs
+    warmup_epochs: float = 0.0
+    augment: bool = False  # random shifts of up to 2 pixels and left-right flips
+    label_smoothing: float = 0.0
+    reference_accuracy: float | None = None  # what this model reaches trained to convergence (measured elsewhere)
+    reference: str | None = None  # where reference_accuracy was measured
 
 
 @dataclass
@@ -66,6 +74,7 @@ class BenchSpec:
     min_secs: float = 0.5
     targets: list[str] = field(default_factory=lambda: ["local"])
     inventory: str | None = None
+    input_shapes: list[list[int]] = field(default_factory=list)  # also time every export at these (H, W, C)
 
 
 @dataclass
@@ -86,6 +95,14 @@ class VariantSpec:
     sparse_encoding: str = "auto"
     pruning_summaries: bool = False
     channels: dict[str, Any] = field(default_factory=dict)
+    blocks: dict[str, Any] = field(default_factory=dict)
+    order: list[str] = field(default_factory=lambda: list(STRUCTURE_STEPS))
+    distill: bool = True  # recovery fine-tunes learn from the unpruned model too
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.3  # weight of the label loss; the rest goes to the teacher's soft targets
+    lr_schedule: str = "cosine"
+    augment: bool | None = None  # None: as the baseline was trained
+    label_smoothing: float | None = None  # None: as the baseline was trained
 
 
 @dataclass
@@ -134,6 +151,9 @@ def _type_ok(value, annotation: str) -> bool:
         return isinstance(value, str)
     if a.startswith("bool"):
         return isinstance(value, bool)
+    if a.startswith("list[list[int]]"):
+        return isinstance(value, list) and all(
+            isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v) for v in value)
     if a.startswith("list[int]"):
         return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     if a.startswith("list[float]"):
@@ -261,6 +281,33 @@ def validate_variant(v: VariantSpec, where: str) -> None:
     if v.quantize == "qat" and v.prune in ("unstructured", "2:4"):
         raise RecipeError(f"[{where}] quantize = 'qat' after {v.prune} pruning would erase the sparsity",
                           "use quantize = 'pqat' (pruning-preserving QAT)")
+    _choice(v.lr_schedule, LR_SCHEDULES, "lr_schedule", where)
+    if v.prune == "blocks" and not v.blocks:
+        raise RecipeError(f"[{where}] prune = 'blocks' needs a blocks table",
+                          "add e.g. blocks = { count = 4 }")
+    bad_steps = [s for s in v.order if s not in STRUCTURE_STEPS]
+    if bad_steps or len(set(v.order)) != len(v.order):
+        raise RecipeError(f"[{where}] order = {v.order!r} is not an order of the structural steps",
+                          f"list each of {', '.join(STRUCTURE_STEPS)} at most once, e.g. order = [\"blocks\", \"channels\"]")
+    for step in STRUCTURE_STEPS:
+        if getattr(v, step) and step not in v.order:
+            raise RecipeError(f"[{where}] has a {step} table but order = {v.order!r} leaves {step} out",
+                              f"add {step!r} to order, or remove the {step} table")
+    if not v.distill_temperature > 0:
+        raise RecipeError(f"[{where}] distill_temperature = {v.distill_temperature} must be positive", "use 2 to 4")
+    if not 0.0 <= v.distill_alpha <= 1.0:
+        raise RecipeError(f"[{where}] distill_alpha = {v.distill_alpha} is outside [0, 1]",
+                          "it weighs the label loss against the teacher's, e.g. 0.3")
+    if v.label_smoothing is not None and not 0.0 <= v.label_smoothing < 1.0:
+        raise RecipeError(f"[{where}] label_smoothing = {v.label_smoothing} is outside [0, 1)", "e.g. 0.1")
+    if v.blocks:
+        from edgeprune.channels.blocks import BlockConfig
+
+        _check_types(v.blocks, BlockConfig, where, "blocks")
+        try:
+            BlockConfig(**v.blocks)
+        except RecipeError as e:
+            raise RecipeError(f"[{where}] blocks: {e.message}", e.hint) from None
     if v.prune == "channels" and not v.channels:
         raise RecipeError(f"[{where}] prune = 'channels' needs a [variant.channels] table",
                           "add e.g. channels = { ratio = 0.3 }")
@@ -336,6 +383,15 @@ def from_dict(data: dict, source: str | None = None) -> Recipe:
     baseline.strategy = recipe.strategy
     _check_numbers(recipe)
     _choice(dataspec.normalization, ("0_1", "-1_1", "none"), "normalization", "data")
+    _choice(baseline.lr_schedule, LR_SCHEDULES, "lr_schedule", "baseline")
+    if not 0.0 <= baseline.label_smoothing < 1.0:
+        raise RecipeError(f"[baseline] label_smoothing = {baseline.label_smoothing} is outside [0, 1)", "e.g. 0.1")
+    if baseline.warmup_epochs < 0:
+        raise RecipeError(f"[baseline] warmup_epochs = {baseline.warmup_epochs} is negative", "use 0 or more")
+    for shape in bench.input_shapes:
+        if len(shape) != 3 or min(shape) < 1:
+            raise RecipeError(f"[bench] input_shapes entry {shape!r} is not a positive H, W, C",
+                              "e.g. input_shapes = [[224, 224, 3]]")
     return recipe
 
 

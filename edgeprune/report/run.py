@@ -59,9 +59,26 @@ def threads_of(report: dict) -> list[int]:
     return list(report.get("recipe", {}).get("bench", {}).get("threads", [1]))
 
 
+def shapes_of(report: dict) -> list[list[int]]:
+    """The extra input shapes every export was also timed at ([bench] input_shapes)."""
+    return [list(s) for s in report.get("recipe", {}).get("bench", {}).get("input_shapes", [])]
+
+
+def _latency_at(v: dict, shape: list[int], threads: int) -> dict | None:
+    for a in v.get("latency_at", []):
+        if list(a.get("input_shape", [])) == list(shape):
+            for x in a.get("latency", []):
+                if x.get("threads") == threads and "median_ms" in x:
+                    return x
+    return None
+
+
 def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     threads = threads_of(report)
+    shapes = shapes_of(report)
     header = ["variant", "KB", "gz KB", "acc", "agree", "zeros"] + [f"ms@{t}t" for t in threads] + ["x"]
+    for shape in shapes:
+        header += [f"ms@{shape[0]}", f"x@{shape[0]}"]
     rows = []
     for v in report["variants"]:
         if v["status"] != "ok":
@@ -69,10 +86,14 @@ def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
             continue
         lat = [_latency(v, t) for t in threads]
         speed = lat[0].get("speedup") if lat and lat[0] else None
-        rows.append([v["name"], _kb(v["bytes"]), _kb(v["gzip_bytes"]), _pct(v["accuracy"]), _pct(v["agreement"]),
-                     _pct(v["tflite_info"]["weights_zero_fraction"])]
-                    + [_ms(x["median_ms"]) if x else "-" for x in lat]
-                    + [f"{speed:.2f}" if speed else "-"])
+        row = ([v["name"], _kb(v["bytes"]), _kb(v["gzip_bytes"]), _pct(v["accuracy"]), _pct(v["agreement"]),
+                _pct(v["tflite_info"]["weights_zero_fraction"])]
+               + [_ms(x["median_ms"]) if x else "-" for x in lat]
+               + [f"{speed:.2f}" if speed else "-"])
+        for shape in shapes:
+            x = _latency_at(v, shape, threads[0]) if threads else None
+            row += [_ms(x["median_ms"]) if x else "-", f"{x['speedup']:.2f}" if x and x.get("speedup") else "-"]
+        rows.append(row)
     return header, rows
 
 
@@ -96,7 +117,11 @@ def terminal_summary(report: dict, width: int = 80) -> str:
     out = [table(header, rows)]
     out.append("KB: .tflite size; gz KB: gzip -9 size; acc: top-1 through LiteRT;\n"
                "agree: top-1 agreement with the baseline; zeros: zero weights in the file;\n"
-               "ms@Nt: host median latency, N threads; x: speed-up vs baseline (first N).")
+               "ms@Nt: host median latency, N threads; x: speed-up vs baseline (first N)."
+               + ("\nms@S, x@S: the same network at an S x S input, first N threads." if shapes_of(report) else ""))
+    b = report.get("baseline", {})
+    if b.get("convergence"):
+        out.append(b["convergence"])
     for v in report["variants"]:
         if v["status"] != "ok":
             out.append(f"FAILED {v['name']}: {'; '.join(v['failures'])}")
@@ -150,6 +175,10 @@ def render_markdown(report: dict) -> str:
         if sp["method"] != "none":
             lines.append(f"- {sp['method']} sparsity: targeted layers {_pct(sp['targeted_sparsity'])}, all "
                          f"kernels {_pct(sp['overall_sparsity'])}; schedule {sp['schedule']}")
+        if v.get("blocks"):
+            bl = v["blocks"]
+            lines.append(f"- blocks removed: {', '.join(bl['removed']) or 'none'}; layers {bl['layers_before']} -> "
+                         f"{bl['layers_after']}, parameters {bl['params_before']:,} -> {bl['params_after']:,}")
         if v.get("channels"):
             c = v["channels"]
             lines.append(f"- channels: parameters {c['params_before']:,} -> {c['params_after']:,}, MACs "
@@ -160,6 +189,15 @@ def render_markdown(report: dict) -> str:
                              f"{x['p90_ms']:.3f} ms, CV {x['cv']:.1%}, {x['runs']} runs ({x['runtime']})")
             else:
                 lines.append(f"- host latency, {x['threads']} thread(s): {x.get('error')}")
+        for a in v.get("latency_at", []):
+            where = f"at {'x'.join(map(str, a['input_shape']))} ({a['export']})"
+            if a.get("error"):
+                lines.append(f"- host latency {where}: not measured: {a['error']}")
+            for x in a.get("latency", []):
+                if "median_ms" in x:
+                    lines.append(f"- host latency {where}, {x['threads']} thread(s): median {x['median_ms']:.3f} ms, "
+                                 f"p90 {x['p90_ms']:.3f} ms, {x['runs']} runs"
+                                 + (f", {x['speedup']:.2f}x the baseline" if x.get("speedup") else ""))
         if sp["method"] != "none":
             dense = [lay for lay in sp["layers"] if not lay["targeted"]]
             lines += ["", "| layer | kind | weights | sparsity | note |", "|---|---|---:|---:|---|"]
