@@ -160,30 +160,54 @@ def run(recipe, out, force, overrides, variants, threads, epochs, targets, inven
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--method", type=click.Choice(["unstructured", "2:4", "channels"]), required=True)
+@click.option("--method", type=click.Choice(["unstructured", "2:4", "channels", "blocks"]), required=True)
 @click.option("--sparsity", type=float, default=0.5, show_default=True, help="Target zero fraction (unstructured).")
 @click.option("--schedule", type=click.Choice(["constant", "polynomial"]), default="constant", show_default=True)
 @click.option("--frequency", type=click.IntRange(min=1), default=None, help="Mask update every N steps.")
 @click.option("--skip", multiple=True, help="Regex of layer names to leave dense [default: first conv and classifier].")
 @click.option("--epochs", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Fine-tune epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--learning-rate", type=float, default=5e-4, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=5e-4, show_default=True)
 @click.option("--ratio", type=float, default=None, help="Channels: fraction of channels to remove.")
 @click.option("--criterion", type=click.Choice(["l1", "l2", "bn_gamma", "taylor"]), default="l2", show_default=True)
 @click.option("--round-to", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--allocation", type=click.Choice(["uniform", "global"]), default="uniform", show_default=True)
+@click.option("--allocation", type=click.Choice(["uniform", "global", "sensitivity"]), default="uniform",
+              show_default=True, help="Channels: the same ratio everywhere, a global ranking, or per-group "
+              "ratios from measured sensitivity.")
 @click.option("--latency-ms", type=float, default=None, help="Channels: prune until host latency is at most this.")
 @click.option("--macs-target", type=float, default=None, help="Channels: keep this fraction of the MACs.")
-@click.option("--protect", multiple=True, help="Channels: regex of layers whose channels are kept.")
+@click.option("--protect", multiple=True, help="Channels and blocks: regex of layers (blocks) that are kept.")
+@click.option("--iterative-steps", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Channels and blocks: reach the target in this many prune-and-fine-tune steps.")
+@click.option("--blocks", "block_count", type=click.IntRange(min=1), default=None,
+              help="Blocks: remove this many residual blocks, those whose removal changes the outputs least.")
+@click.option("--remove", "block_names", multiple=True, help="Blocks: remove this block (repeatable), e.g. block_2.")
+@click.option("--distill/--no-distill", default=True, show_default=True,
+              help="Channels and blocks: fine-tune with distillation from the unpruned model.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+              help="Distillation temperature.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="Distillation: weight of the label loss (the rest goes to the teacher's soft targets).")
+@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
+              help="Channels and blocks: learning rate over the fine-tune.")
+@click.option("--augment/--no-augment", default=False, show_default=True,
+              help="Channels and blocks: random shifts and flips during the fine-tune.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The pruned model (.keras).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @with_data_options
 @click.option("--quiet", "-q", is_flag=True)
 def prune(model, method, sparsity, schedule, frequency, skip, epochs, batch_size, learning_rate, ratio, criterion,
-          round_to, allocation, latency_ms, macs_target, protect, out, force, data_spec, normalization,
-          train_limit, test_limit, quiet):
-    """Prune MODEL (.keras/.h5/SavedModel) and fine-tune it; write the pruned Keras model."""
+          round_to, allocation, latency_ms, macs_target, protect, iterative_steps, block_count, block_names, distill,
+          temperature, alpha, lr_schedule, augment, out, force, data_spec, normalization, train_limit, test_limit,
+          quiet):
+    """Prune MODEL (.keras/.h5/SavedModel) and fine-tune it; write the pruned Keras model.
+
+    \b
+    unstructured, 2:4  TF-MOT sparsity (zeroed weights; the network keeps its size)
+    channels           remove whole filters: a smaller network (--ratio, --macs-target or --latency-ms)
+    blocks             remove whole residual blocks: fewer ops (--blocks N or --remove NAME)
+    """
     install_progress(quiet)
     from edgeprune.errors import RecipeError
     from edgeprune.runfolder import check_output_file, write_json_atomic
@@ -191,29 +215,45 @@ def prune(model, method, sparsity, schedule, frequency, skip, epochs, batch_size
     check_output_file(out, [model], force)
     if out.suffix != ".keras":
         raise RecipeError(f"--out {out} must end in .keras", "name the output model file.keras")
+    if method == "channels" and ratio is None and latency_ms is None and macs_target is None:
+        raise RecipeError("--method channels needs a budget", "pass --ratio 0.3, --macs-target or --latency-ms")
+    if method == "blocks" and (block_count is None) == (not block_names):
+        raise RecipeError("--method blocks needs exactly one of --blocks N and --remove NAME",
+                          "e.g. --blocks 4, or --remove block_2 --remove block_5")
+    if method in ("channels", "blocks"):
+        plan = out.with_suffix(".plan.json" if method == "channels" else ".blocks.json")
+        check_output_file(plan, [model], force)
     keras_model = _load_keras(model)
     ds = _load_data(keras_model, data_spec, normalization, train_limit, test_limit)
+    if method in ("channels", "blocks"):
+        from edgeprune.finetune import FineTuneSettings, make_fine_tune
+
+        settings = FineTuneSettings(learning_rate=learning_rate, schedule=lr_schedule, batch_size=batch_size,
+                                    distill=distill, temperature=temperature, alpha=alpha, augment=augment)
+        fine_tune = make_fine_tune(ds.x_train, ds.y_train, teacher=keras_model, settings=settings,
+                                   label=f"{method} recovery") if epochs > 0 else None
+        n = min(1024, len(ds.x_train))
+        held_out = (ds.x_train[len(ds.x_train) - n:], ds.y_train[len(ds.y_train) - n:])
+    if method == "blocks":
+        from edgeprune.channels.blocks import BlockConfig, prune_blocks
+
+        cfg = BlockConfig(count=block_count, names=tuple(block_names), protect=tuple(protect),
+                          iterative_steps=iterative_steps)
+        result = prune_blocks(keras_model, cfg, data=held_out, fine_tune=fine_tune, fine_tune_epochs=epochs)
+        _save_keras(result.model, out)
+        write_json_atomic(plan, result.plan())
+        click.echo(f"blocks: removed {', '.join(result.removed)}; layers {result.layers_before} -> "
+                   f"{result.layers_after}, parameters {result.params_before:,} -> {result.params_after:,}")
+        click.echo(f"wrote {out} and the plan {plan}")
+        return 0
     if method == "channels":
         from edgeprune.channels import ChannelConfig, prune_channels
-        from edgeprune.train import compile_classifier, fit
-
-        if ratio is None and latency_ms is None and macs_target is None:
-            raise RecipeError("--method channels needs a budget", "pass --ratio 0.3, --macs-target or --latency-ms")
-
-        def fine_tune(m, ep):
-            compile_classifier(m, learning_rate)
-            fit(m, ds.x_train, ds.y_train, ep, batch_size, "channel recovery")
-            return m
 
         cfg = ChannelConfig(ratio=ratio if ratio is not None else 0.0, criterion=criterion, round_to=round_to,
                             allocation=allocation, protect=list(protect), macs_target=macs_target,
-                            latency_ms=latency_ms)
-        n = min(512, len(ds.x_train))
-        result = prune_channels(keras_model, cfg, data=(ds.x_train[:n], ds.y_train[:n]),
-                                fine_tune=fine_tune if epochs > 0 else None, fine_tune_epochs=epochs)
-        pruned = result.model
-        _save_keras(pruned, out)
-        plan = out.with_suffix(".plan.json")
+                            latency_ms=latency_ms, iterative_steps=iterative_steps)
+        result = prune_channels(keras_model, cfg, data=held_out, fine_tune=fine_tune, fine_tune_epochs=epochs)
+        _save_keras(result.model, out)
         result.plan.save(plan)
         click.echo(f"channels: parameters {result.params_before:,} -> {result.params_after:,}, MACs "
                    f"{result.macs_before:,} -> {result.macs_after:,}")
@@ -237,17 +277,9 @@ def prune(model, method, sparsity, schedule, frequency, skip, epochs, batch_size
 
 
 def _save_keras(model, out: Path):
-    import os
-    import tempfile
+    from edgeprune.runfolder import save_model_atomic
 
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_model_atomic(model, out)
 
 
 @click.command()
@@ -314,11 +346,13 @@ def _verify_and_write(content, ds, keras_model, out):
               help="A .tflite file, or a .keras file with --keras3.")
 @click.option("--mode", type=click.Choice(["float32", "float16", "dynamic"]), default="float32", show_default=True)
 @click.option("--keras3", "to_keras3", is_flag=True, help="Write a Keras 3 .keras file instead of .tflite.")
+@click.option("--input-shape", default=None, metavar="H,W,C",
+              help="Export the same network and weights at another input size, e.g. 224,224,3.")
 @click.option("--force", is_flag=True)
 @click.option("--verify-data", "data_spec", default=None,
               help="Verify accuracy on this dataset too (fashion_mnist, .npz or folder).")
 @click.option("--quiet", "-q", is_flag=True)
-def export(model, out, mode, to_keras3, force, data_spec, quiet):
+def export(model, out, mode, to_keras3, input_shape, force, data_spec, quiet):
     """Export MODEL to .tflite (verified to run and, for float32, to match Keras), or to Keras 3."""
     install_progress(quiet)
     import numpy as np
@@ -334,9 +368,14 @@ def export(model, out, mode, to_keras3, force, data_spec, quiet):
         _check_suffix(out, ".tflite", "export writes a TFLite flatbuffer",
                       ", or pass --keras3 with a .keras file")
     check_output_file(out, [model], force)
+    shape = _parse_shape(input_shape) if input_shape else None
     _check_model(model)
     raw = _read_data(data_spec, "--verify-data") if data_spec else None
     keras_model = _load_keras(model)
+    if shape is not None:
+        from edgeprune.channels.blocks import with_input_shape
+
+        keras_model = with_input_shape(keras_model, shape)
     if to_keras3:
         from edgeprune.keras3 import save_keras3
 
@@ -361,6 +400,18 @@ def export(model, out, mode, to_keras3, force, data_spec, quiet):
     extra = f", max |diff| vs Keras {v.max_abs_diff_vs_keras:.1e}" if v.max_abs_diff_vs_keras is not None else ""
     click.echo(f"wrote {out}: {len(content):,} bytes (gzip {ex.gzip_size(content):,}){extra}")
     return 0
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    from edgeprune.errors import RecipeError
+
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise RecipeError(f"--input-shape {text!r} is not three positive integers", "write H,W,C, e.g. 224,224,3")
+    return shape
 
 
 @click.command(name="eval")
