@@ -1,16 +1,25 @@
 """Reads a .tflite flatbuffer without TensorFlow: tensors (dtype, shape, bytes, zero fraction,
 quantization, sparse encoding), operators, inputs and outputs. Used by `edgeprune inspect` and by
-the checks on every export."""
+the checks on every export.
+
+A damaged file is refused with an InputFileError that says what is wrong, never another error:
+the reader checks what the LiteRT interpreter trusts (indices in range, buffers inside the file,
+constant data the size of its tensor) before anything hands the file to it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import struct
 from pathlib import Path
 
 import numpy as np
 
 from edgeprune.errors import InputFileError
+
+_AGAIN = "export it again, or copy it again if a transfer cut it short"
+# A tensor over 2 GiB is taken for a damaged shape: a flatbuffer holds at most 2 GiB, an activation
+# that size is far beyond the phones and boards edgeprune targets, and trusting the shape would
+# make the interpreter (or `eval`'s data preparation) try to allocate it.
+MAX_TENSOR_BYTES = 2**31
 
 _NP_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32, "UINT8": np.uint8,
              "INT64": np.int64, "INT16": np.int16, "INT8": np.int8, "FLOAT64": np.float64, "BOOL": np.bool_,
@@ -82,44 +91,32 @@ class TFLiteInfo:
 
 
 def read(path_or_bytes: Path | str | bytes, name: str | None = None) -> TFLiteInfo:
+    """Reads and checks a .tflite file (or its bytes; `name` labels them in messages). Raises
+    InputFileError, and nothing else, for a missing, unreadable, damaged or truncated file."""
     from ai_edge_litert import schema_py_generated as schema
 
-    if isinstance(path_or_bytes, (bytes, bytearray)):
-        data, label = bytes(path_or_bytes), name or "<bytes>"
-    else:
-        p = Path(path_or_bytes)
-        if not p.is_file():
-            raise InputFileError(f"file not found: {p}", "check the path of the .tflite file")
-        data, label = p.read_bytes(), str(p)
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise InputFileError(f"{label} is not a TFLite flatbuffer (no TFL3 identifier)",
-                             "give a .tflite file written by the TFLite converter")
-    try:
-        model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    except (IndexError, ValueError, TypeError, UnicodeDecodeError, struct.error) as e:
-        raise InputFileError(f"{label} is corrupt or truncated ({type(e).__name__})",
-                             "export it again") from None
+    data, label = _load(path_or_bytes, name)
+    model = _unpack(data, label)
     type_names = _enum_names(schema.TensorType)
     op_names = _enum_names(schema.BuiltinOperator)
-    if not model.subgraphs:
-        raise InputFileError(f"{label} has no subgraph", "export it again")
+    _validate(model, data, label, type_names)
     sub = model.subgraphs[0]
     opcodes = []
     for oc in model.operatorCodes or []:
         code = max(int(oc.builtinCode or 0), int(oc.deprecatedBuiltinCode or 0))
         opcodes.append(oc.customCode.decode() if oc.customCode else op_names.get(code, str(code)))
-    ops = [opcodes[op.opcodeIndex] for op in (sub.operators or [])]
+    ops = [opcodes[int(op.opcodeIndex or 0)] for op in (sub.operators or [])]
     counts: dict[str, int] = {}
     for o in ops:
         counts[o] = counts.get(o, 0) + 1
     tensors = []
     for i, t in enumerate(sub.tensors or []):
-        dtype = type_names.get(t.type, str(t.type))
-        buf = model.buffers[t.buffer] if model.buffers and t.buffer < len(model.buffers) else None
+        dtype = type_names[t.type]
+        buf = model.buffers[t.buffer] if model.buffers else None
         raw = None
         if buf is not None and buf.data is not None and len(buf.data):
             raw = np.asarray(buf.data, dtype=np.uint8).tobytes()
-        elif buf is not None and getattr(buf, "offset", 0) and buf.size:
+        elif buf is not None and int(buf.offset or 0) > 1 and buf.size:
             raw = data[buf.offset:buf.offset + buf.size]
         zero_fraction = None
         if raw is not None and dtype in _NP_TYPES:
@@ -139,13 +136,189 @@ def read(path_or_bytes: Path | str | bytes, name: str | None = None) -> TFLiteIn
         q = None
         if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale):
             scales = np.asarray(t.quantization.scale, dtype=np.float64)
-            zps = np.asarray(t.quantization.zeroPoint if t.quantization.zeroPoint is not None else [0])
+            zps = np.asarray(t.quantization.zeroPoint if t.quantization.zeroPoint is not None and
+                             len(t.quantization.zeroPoint) else [0])
             q = {"channels": int(scales.size), "scale_min": float(scales.min()), "scale_max": float(scales.max()),
                  "zero_point_min": int(zps.min()), "zero_point_max": int(zps.max()),
                  "axis": int(t.quantization.quantizedDimension or 0)}
-        shape = [int(v) for v in (t.shape if t.shape is not None else [])]
-        tname = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-        tensors.append(TensorInfo(i, tname, dtype, shape, len(raw) if raw is not None else 0, raw is not None,
-                                  zero_fraction, t.sparsity is not None, q))
-    return TFLiteInfo(label, len(data), int(model.version), ops, tensors, [int(v) for v in sub.inputs],
-                      [int(v) for v in sub.outputs], counts)
+        name_text = t.name.decode() if isinstance(t.name, bytes) else str(t.name or "")  # UTF-8: checked
+        tensors.append(TensorInfo(i, name_text, dtype, _ints(t.shape), len(raw) if raw is not None else 0,
+                                  raw is not None, zero_fraction, t.sparsity is not None, q))
+    return TFLiteInfo(label, len(data), int(model.version or 0), ops, tensors, _ints(sub.inputs),
+                      _ints(sub.outputs), counts)
+
+
+def read_bytes(path: Path | str) -> bytes:
+    """The bytes of a .tflite file; InputFileError for a path that is missing, a folder or unreadable."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputFileError(f"{p} is a folder, not a .tflite file",
+                             "give the path of a .tflite file (a run folder keeps its exports in tflite/)")
+    if not p.exists():
+        raise InputFileError(f"file not found: {p}", "check the path of the .tflite file")
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise InputFileError(f"cannot read {p}: {e.strerror or e}",
+                             "check that the file is readable") from None
+
+
+def _load(path_or_bytes, name: str | None) -> tuple[bytes, str]:
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return bytes(path_or_bytes), name or "<bytes>"
+    return read_bytes(path_or_bytes), name or str(path_or_bytes)
+
+
+def _unpack(data: bytes, label: str):
+    from ai_edge_litert import schema_py_generated as schema
+
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise InputFileError(f"{label} is not a TFLite flatbuffer (no TFL3 identifier)",
+                             "give a .tflite file written by the TFLite converter")
+    try:
+        return schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    except Exception:  # generated decoding code on damaged bytes fails in many ways, all meaning this
+        raise InputFileError(f"{label} is corrupt or truncated: its tables and vectors point outside its "
+                             f"{len(data):,} bytes", _AGAIN) from None
+
+
+class _Corrupt:
+    """Raises the one error every failed structural check gives: the file, what is wrong, the fix."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def __call__(self, what: str) -> InputFileError:
+        return InputFileError(f"{self.label} is corrupt or truncated: {what}", _AGAIN)
+
+
+def _text(value, what: str, corrupt: _Corrupt) -> str:
+    if value is None:
+        return ""
+    try:
+        return value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)
+    except UnicodeDecodeError:
+        raise corrupt(f"{what} is not UTF-8 text") from None
+
+
+def _ints(values) -> list[int]:
+    return [int(v) for v in (values if values is not None else [])]
+
+
+def _validate(model, data: bytes, label: str, type_names: dict[int, str]) -> None:
+    """What the interpreter trusts and a damaged file breaks: every index points at something
+    that exists, every buffer lies inside the file, constant data fits its tensor's shape, a shape
+    agrees with its signature (the same dimensions, -1 where the size is free), names are text."""
+    corrupt = _Corrupt(label)
+    if not model.subgraphs:
+        raise corrupt("it has no subgraph")
+    buffers = model.buffers or []
+    for b, buf in enumerate(buffers):
+        offset, size = int(buf.offset or 0), int(buf.size or 0)
+        if offset > 1 and offset + size > len(data):
+            raise corrupt(f"buffer {b} lies at bytes {offset:,}-{offset + size:,}, past the end of its "
+                          f"{len(data):,} bytes")
+    for c, oc in enumerate(model.operatorCodes or []):
+        _text(oc.customCode, f"the name of custom opcode {c}", corrupt)
+    for s, sub in enumerate(model.subgraphs):
+        where = f"subgraph {s}" if len(model.subgraphs) > 1 else "the graph"
+        _check_indices(sub, where, len(model.operatorCodes or []), s == 0, corrupt)
+        for i, t in enumerate(sub.tensors or []):
+            _check_tensor(t, f"tensor {i} of {where}", buffers, type_names, corrupt)
+
+
+def _check_indices(sub, where: str, n_opcodes: int, main: bool, corrupt: _Corrupt) -> None:
+    n = len(sub.tensors or [])
+    for kind in ("inputs", "outputs"):
+        idx = _ints(getattr(sub, kind))
+        bad = [i for i in idx if not 0 <= i < n]
+        if bad:
+            raise corrupt(f"{where} lists tensor {bad[0]} among its {kind}, but it has {n} tensors")
+        if main and not idx:
+            raise corrupt(f"{where} has no {kind}")
+    for k, op in enumerate(sub.operators or []):
+        if not 0 <= int(op.opcodeIndex or 0) < n_opcodes:
+            raise corrupt(f"operator {k} of {where} uses opcode {op.opcodeIndex}, but the file defines "
+                          f"{n_opcodes} opcodes")
+        for kind in ("inputs", "outputs", "intermediates"):
+            bad = [i for i in _ints(getattr(op, kind)) if not -1 <= i < n]  # -1: an optional tensor left out
+            if bad:
+                raise corrupt(f"operator {k} of {where} lists tensor {bad[0]} among its {kind}, but {where} "
+                              f"has {n} tensors")
+
+
+def _check_tensor(t, what: str, buffers: list, type_names: dict[int, str], corrupt: _Corrupt) -> None:
+    _text(t.name, f"the name of {what}", corrupt)
+    dtype = type_names.get(t.type)
+    if dtype is None:
+        raise corrupt(f"{what} has the unknown type code {t.type}")
+    shape = _ints(t.shape)
+    if any(d < 0 for d in shape):
+        raise corrupt(f"{what} has the shape {shape}, with a negative size")
+    signature = _ints(t.shapeSignature) if t.shapeSignature is not None else None
+    if signature is not None and (len(signature) != len(shape) or
+                                  any(g not in (-1, d) for g, d in zip(signature, shape))):
+        raise corrupt(f"{what} has the shape {shape} but the shape signature {signature}")
+    size = _dense_bytes(dtype, shape)
+    if size is not None and size > MAX_TENSOR_BYTES:
+        raise corrupt(f"{what} has the shape {shape}, {size:,} bytes: more than a tensor can hold "
+                      f"({MAX_TENSOR_BYTES >> 30} GiB)")
+    if not 0 <= int(t.buffer or 0) < max(len(buffers), 1):
+        raise corrupt(f"{what} uses buffer {t.buffer}, but the file has {len(buffers)} buffers")
+    stored = _stored_bytes(buffers[t.buffer] if buffers else None)
+    if t.sparsity is not None:
+        _check_sparsity(t.sparsity, len(shape), what, corrupt)
+    elif stored and size is not None and size != stored:
+        raise corrupt(f"{what} ({dtype} {'x'.join(map(str, shape)) or 'scalar'}) needs {size:,} bytes of "
+                      f"data, but its buffer {t.buffer} holds {stored:,}")
+    if t.quantization is not None:
+        _check_quantization(t.quantization, shape, what, corrupt)
+
+
+_ITEM_BITS = {"FLOAT32": 32, "FLOAT16": 16, "BFLOAT16": 16, "INT32": 32, "UINT8": 8, "INT64": 64, "BOOL": 8,
+              "INT16": 16, "COMPLEX64": 64, "INT8": 8, "FLOAT64": 64, "COMPLEX128": 128, "UINT64": 64,
+              "UINT32": 32, "UINT16": 16, "INT4": 4, "UINT4": 4, "INT2": 2, "FLOAT8_E4M3FN": 8,
+              "FLOAT8_E5M2": 8}
+
+
+def _dense_bytes(dtype: str, shape: list[int]) -> int | None:
+    """Bytes of a dense constant of this type and shape (sub-byte types packed); None when the
+    type has no fixed size (STRING, RESOURCE, VARIANT)."""
+    bits = _ITEM_BITS.get(dtype)
+    if bits is None:
+        return None
+    count = 1
+    for d in shape:
+        count *= d
+    return (count * bits + 7) // 8
+
+
+def _stored_bytes(buf) -> int:
+    if buf is None:
+        return 0
+    if buf.data is not None and len(buf.data):
+        return len(buf.data)
+    return int(buf.size or 0) if int(buf.offset or 0) > 1 else 0
+
+
+def _check_sparsity(sp, rank: int, what: str, corrupt: _Corrupt) -> None:
+    order, block_map, dims = _ints(sp.traversalOrder), _ints(sp.blockMap), sp.dimMetadata or []
+    n = rank + len(block_map)
+    if sorted(order) != list(range(n)) or len(dims) != n or any(not 0 <= b < rank for b in block_map):
+        raise corrupt(f"the sparse encoding of {what} does not fit its {rank} dimensions")
+
+
+def _check_quantization(q, shape: list[int], what: str, corrupt: _Corrupt) -> None:
+    scales = q.scale if q.scale is not None else []
+    zero_points = q.zeroPoint if q.zeroPoint is not None else []
+    if not len(scales):
+        return
+    if len(zero_points) and len(zero_points) != len(scales):
+        raise corrupt(f"{what} has {len(scales)} quantization scales but {len(zero_points)} zero points")
+    if not np.all(np.isfinite(np.asarray(scales, dtype=np.float64))):
+        raise corrupt(f"{what} has a quantization scale that is not a finite number")
+    if len(scales) > 1:
+        axis = int(q.quantizedDimension or 0)
+        if not 0 <= axis < len(shape) or shape[axis] != len(scales):
+            raise corrupt(f"{what} (shape {shape}) has {len(scales)} per-channel scales along "
+                          f"dimension {axis}")

@@ -19,8 +19,8 @@ def inspect(path, as_json, show_all):
     from edgeprune import tflite_file
     from edgeprune.report.run import table
 
-    info = tflite_file.read(path)
-    data = path.read_bytes()
+    data = tflite_file.read_bytes(path)
+    info = tflite_file.read(data, name=str(path))
     if as_json:
         d = info.to_dict()
         d["gzip_bytes"] = len(gzip.compress(data, 9))
