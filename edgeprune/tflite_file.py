@@ -4,22 +4,31 @@ the checks on every export.
 
 A damaged file is refused with an InputFileError that says what is wrong, never another error:
 the reader checks what the LiteRT interpreter trusts (indices in range, buffers inside the file,
-constant data the size of its tensor) before anything hands the file to it."""
+constant data the size of its tensor) before anything hands the file to it, and `check_runs`
+loads and runs it once in a child process, so that a file that crashes the interpreter is
+refused by its own path instead of taking the caller down."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edgeprune.errors import InputFileError
+from edgeprune.errors import InputFileError, InternalError
 
 _AGAIN = "export it again, or copy it again if a transfer cut it short"
 # A tensor over 2 GiB is taken for a damaged shape: a flatbuffer holds at most 2 GiB, an activation
 # that size is far beyond the phones and boards edgeprune targets, and trusting the shape would
 # make the interpreter (or `eval`'s data preparation) try to allocate it.
 MAX_TENSOR_BYTES = 2**31
+# The child that runs a file once gets this much address space, then fails instead of swapping.
+RUN_CHECK_MEMORY = 4 << 30
+RUN_CHECK_TIMEOUT_S = 120.0
 
 _NP_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32, "UINT8": np.uint8,
              "INT64": np.int64, "INT16": np.int16, "INT8": np.int8, "FLOAT64": np.float64, "BOOL": np.bool_,
@@ -322,3 +331,81 @@ def _check_quantization(q, shape: list[int], what: str, corrupt: _Corrupt) -> No
         if not 0 <= axis < len(shape) or shape[axis] != len(scales):
             raise corrupt(f"{what} (shape {shape}) has {len(scales)} per-channel scales along "
                           f"dimension {axis}")
+
+
+# Runs in the child: load, allocate, one invoke on zeros. A Python-level refusal comes back as JSON
+# (exit 3); a native crash is the child's death by a signal; a missing runtime is exit 4.
+_RUN_ONCE = r"""
+import json, sys
+path, xnnpack, limit = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
+try:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+except (ImportError, ValueError, OSError):
+    pass  # no address-space limit here: the timeout still bounds the check
+try:
+    import numpy as np
+    from ai_edge_litert import interpreter as litert
+except ImportError as e:
+    print(json.dumps({"setup": str(e)}))
+    sys.exit(4)
+kwargs = {"model_path": path, "num_threads": 1}
+if not xnnpack:
+    kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+try:
+    interpreter = litert.Interpreter(**kwargs)
+    interpreter.allocate_tensors()
+    for d in interpreter.get_input_details():
+        if np.dtype(d["dtype"]).kind in "biuf":
+            interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    interpreter.invoke()
+except MemoryError:
+    print(json.dumps({"error": f"it needs more than {limit >> 30} GiB of memory"}))
+    sys.exit(3)
+except Exception as e:
+    print(json.dumps({"error": " ".join(f"{type(e).__name__}: {e}".split())[:300]}))
+    sys.exit(3)
+"""
+
+
+def check_runs(path: Path | str, use_xnnpack: bool = True, timeout: float = RUN_CHECK_TIMEOUT_S,
+               hint: str = "check it with `edgeprune inspect`, and export it again") -> None:
+    """Loads the file in the LiteRT interpreter and runs it once on zeros, in a child process with
+    bounded memory and time, so that a file the interpreter crashes on (a damaged index it does not
+    check) becomes an InputFileError naming `path` instead of the caller's death. Read the file
+    with read() first: this check is for what the structure cannot show. `hint` ends every refusal."""
+    label = str(path)
+    argv = [sys.executable, "-c", _RUN_ONCE, str(Path(path).resolve()), "1" if use_xnnpack else "0",
+            str(RUN_CHECK_MEMORY)]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise InputFileError(f"{label} did not load and run once in LiteRT within {timeout:g} s",
+                             hint) from None
+    if r.returncode == 0:
+        return
+    if r.returncode < 0:
+        try:
+            how = signal.Signals(-r.returncode).name
+        except ValueError:
+            how = f"signal {-r.returncode}"
+        raise InputFileError(f"{label} crashes the LiteRT interpreter ({how}) when loaded and run once", hint)
+    reply = _last_json(r.stdout)
+    if r.returncode == 3 and "error" in reply:
+        how = "LiteRT with XNNPACK" if use_xnnpack else "LiteRT without XNNPACK"
+        raise InputFileError(f"{label} does not load and run in {how}: {reply['error']}", hint)
+    detail = (reply.get("setup") or " ".join((r.stderr or r.stdout).split())[-300:]
+              or f"exit code {r.returncode}")
+    raise InternalError(f"could not run {label} in LiteRT to check it: {detail}",
+                        "check that ai-edge-litert is installed for " + sys.executable)
+
+
+def _last_json(text: str) -> dict:
+    for line in reversed(text.splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}

@@ -44,8 +44,11 @@ def device_lock(identity: str) -> threading.Lock:
 
 
 def inspect_model(path: str | Path) -> ModelFile:
-    """Checks that `path` is a readable .tflite flatbuffer and measures it: bytes, gzip bytes
-    (level 9, a proxy for what compression of the download buys) and sha256."""
+    """Checks that `path` is a readable .tflite flatbuffer whose structure holds together (see
+    tflite_file.read) and measures it: bytes, gzip bytes (level 9, a proxy for what compression of
+    the download buys) and sha256."""
+    from edgeprune import tflite_file
+
     p = Path(path)
     if not p.exists():
         raise InputFileError(f"model {p} does not exist", "give the path of a .tflite file")
@@ -60,6 +63,7 @@ def inspect_model(path: str | Path) -> ModelFile:
             f"{p} is not a TFLite model (no TFL3 identifier at byte 4)",
             "export a .tflite first, e.g. with `edgeprune export`",
         )
+    tflite_file.read(data, name=str(p))
     return ModelFile(
         name=p.name,
         path=str(p.resolve()),
@@ -67,6 +71,20 @@ def inspect_model(path: str | Path) -> ModelFile:
         bytes=len(data),
         gzip_bytes=len(gzip.compress(data, compresslevel=9, mtime=0)),
     )
+
+
+def check_models_run(paths: list[str | Path], use_xnnpack: bool = True) -> None:
+    """Loads and runs every model once in LiteRT on this host, in a child process, before any
+    device is touched: a file the interpreter refuses or crashes on is refused by its own path,
+    not by the temp path it would have on the device."""
+    from edgeprune import tflite_file
+
+    hint = "check it with `edgeprune inspect` and export it again" + (
+        "; if XNNPACK cannot run it (sparse int8), bench with --no-xnnpack" if use_xnnpack else ""
+    )
+    for p in paths:
+        with progress.task(f"checking {Path(p).name} in LiteRT", None):
+            tflite_file.check_runs(p, use_xnnpack, hint=hint)
 
 
 def _unavailable(spec: DeviceSpec, error: DeviceError) -> DeviceInfo:
@@ -362,8 +380,8 @@ def bench_models(
     `ssh:[user@]host[:port]`, an inventory device name, or a DeviceSpec) and returns one BenchRun.
     Devices run in parallel, one worker each; a device that fails is listed in `failures` and the
     others' results are kept. `benchmark_model` maps ABI -> binary path for every device.
-    Raises InputFileError for a bad model file and DeviceError for an unknown target, before any
-    device is touched."""
+    Raises InputFileError for a bad model file (damaged, or one that does not load and run once in
+    LiteRT on this host) and DeviceError for an unknown target, before any device is touched."""
     from edgeprune.bench.inventory import load_inventory
 
     settings = settings or BenchSettings()
@@ -373,6 +391,7 @@ def bench_models(
         inventory = load_inventory(inventory)
     models = [inspect_model(p) for p in paths]
     specs = [_with_binaries(s, benchmark_model) for s in resolve_targets(list(targets or []), inventory)]
+    check_models_run(paths, settings.use_xnnpack)
     run_id = time.strftime("%Y%m%d-%H%M%S")  # each device session adds its own suffix
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     outcomes = _in_parallel(lambda s: _bench_device(s, models, settings, run_id), specs)
