@@ -1,6 +1,7 @@
 """The run folder: bench.json (the BenchRun, versioned), bench.md and report.html (for people), bench.csv
-(one row per result). Each file is written to a temp name and renamed; a folder that already
-holds results is refused unless `force`."""
+(one row per result). The folder is built under a temporary name and renamed into place when
+complete (edgeprune.runfolder.RunFolder); a folder that already holds bench results is replaced only
+with `force`, and a folder holding anything else never."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from edgeprune.bench.results import BenchRun
 from edgeprune.errors import OutputError
-from edgeprune.runfolder import write_text_atomic
+from edgeprune.runfolder import RunFolder, write_text_atomic
 from edgeprune.report.html import render_bench
 
 RESULT_FILES = ("bench.json", "bench.md", "bench.csv", "report.html")
@@ -22,38 +23,51 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def check_out_dir(out_dir: Path, force: bool, inputs: list[Path] = ()) -> None:
-    """Refuses a folder that holds results (without force), a path that is a file, and a folder
-    whose result files would overwrite an input."""
+    """Refuses a path that is a file, a folder that holds anything but bench results, a folder of
+    bench results without `force`, and a folder that holds one of the inputs (replacing the
+    folder would delete it)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir} exists and is not a folder", "give --out a folder path")
-    existing = [n for n in RESULT_FILES if (out_dir / n).exists()]
-    if existing and not force:
-        raise OutputError(
-            f"{out_dir} already holds results ({', '.join(existing)})",
-            "give another --out folder, or --force to replace them",
-        )
-    resolved = {p.resolve() for p in inputs}
-    for n in RESULT_FILES:
-        if (out_dir / n).resolve() in resolved:
+    if not out_dir.exists():
+        return
+    root = out_dir.resolve()
+    for p in inputs:
+        if p.exists() and p.resolve().is_relative_to(root):
             raise OutputError(
-                f"writing {out_dir / n} would overwrite an input file", "give another --out folder"
+                f"the output folder {out_dir} holds the input {p}, and writing the results replaces the "
+                "folder",
+                "give another --out folder",
             )
+    entries = sorted(e.name for e in out_dir.iterdir())
+    if not entries:
+        return
+    others = [n for n in entries if n not in RESULT_FILES]
+    if others or "bench.json" not in entries:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise OutputError(
+            f"the output folder {out_dir} holds files that are not bench results "
+            f"({shown or ', '.join(entries)})",
+            "choose an empty or new folder with --out",
+        )
+    if not force:
+        raise OutputError(
+            f"the output folder {out_dir} already holds bench results",
+            "pass --force to replace them, or choose another --out",
+        )
 
 
 def write_run(run: BenchRun, out_dir: str | Path, force: bool = False) -> dict[str, Path]:
+    """Writes the run folder: bench.json, bench.md, bench.csv and, when something was measured,
+    report.html (a run where every device failed has nothing to plot; bench.md says why)."""
     out = Path(out_dir)
     check_out_dir(out, force, [Path(m.path) for m in run.models])
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {out}: {e.strerror}") from None
-    paths = {n: out / n for n in RESULT_FILES}
-    write_atomic(paths["bench.json"], json.dumps(run.to_dict(), indent=1) + "\n")
-    write_atomic(paths["bench.md"], render_md(run))
-    write_atomic(paths["bench.csv"], render_csv(run))
-    if run.results:  # a run where every device failed has nothing to plot; bench.md says why
-        write_atomic(paths["report.html"], render_bench(run))
-    return paths
+    with RunFolder(out, force=True) as folder:  # check_out_dir has applied the stricter rules
+        write_atomic(folder.path / "bench.json", json.dumps(run.to_dict(), indent=1) + "\n")
+        write_atomic(folder.path / "bench.md", render_md(run))
+        write_atomic(folder.path / "bench.csv", render_csv(run))
+        if run.results:
+            write_atomic(folder.path / "report.html", render_bench(run))
+    return {n: out / n for n in RESULT_FILES}
 
 
 def _ms(us: float | None) -> str:

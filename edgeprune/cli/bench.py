@@ -209,8 +209,8 @@ def devices(targets, inventory, binaries, as_json):
 )
 @_inventory_opt
 @_binary_opt
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder [runs/bench-DATE-TIME].")
-@click.option("--force", is_flag=True, help="Replace the results in an existing run folder.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Run folder [runs/bench-DATE-TIME].")
+@click.option("--force", is_flag=True, help="Replace an existing folder of bench results.")
 def bench(
     models,
     targets,
