@@ -269,18 +269,27 @@ def bench(
     progress.set_reporter(DeviceLineReporter())
     _terminate_like_ctrl_c()
     run = bench_models(list(models), list(targets), settings, inv, _binaries(binaries))
+    if not run.results:  # every device failed: a folder of empty tables would only mislead
+        raise DeviceError("nothing was measured, so nothing was written: " + " ".join(_reasons(run.failures)))
     paths = write_run(run, out_dir, force)
     click.echo(render_md(run))
     click.echo(f"wrote {paths['bench.json']}, {paths['bench.md'].name}, {paths['bench.csv'].name}")
     if run.failures:
-        first = run.failures[0]
-        where = f" ({first.model} x{first.threads})" if first.model else ""
-        reason = first.reason if first.reason.startswith(first.target) else f"{first.device}: {first.reason}"
         raise DeviceError(
-            f"{len(run.failures)} failure(s); first{where}: {reason.rstrip('.')}",
+            f"{len(run.failures)} failure(s); first: {_reasons(run.failures[:1])[0].rstrip('.')}",
             f"the other results are in {out_dir}",
         )
     return 0
+
+
+def _reasons(failures) -> list[str]:
+    """Each distinct failure as one sentence: `[MODEL xN on ]DEVICE: what failed; the fix.`"""
+    out = []
+    for f in failures:
+        reason = f.reason if f.reason.startswith(f.target) else f"{f.device}: {f.reason}"
+        reason = (f"{f.model} x{f.threads} on " if f.model else "") + reason
+        out.append(reason if reason.endswith((".", "?", "!")) else reason + ".")
+    return list(dict.fromkeys(out))
 
 
 if __name__ == "__main__":  # pragma: no cover
