@@ -109,7 +109,8 @@ _binary_opt = click.option(
 def devices(targets, inventory, binaries, as_json):
     """Probe targets: reachable and authorized, identity, ABI, cores, OS, runners, temperature.
 
-    Without --target: this host, every adb device `adb devices` lists, and every inventory device."""
+    Without --target: this host, every adb device `adb devices` lists, and every inventory device.
+    Exits 0 when every probed device is available, 2 (after the table) when any is not."""
     import json
 
     from edgeprune.bench import load_inventory, probe_devices
@@ -129,7 +130,19 @@ def devices(targets, inventory, binaries, as_json):
     infos = probe_devices(targets, inv, _binaries(binaries))
     if as_json:
         click.echo(json.dumps([i.to_dict() for i in infos], indent=1))
-        return 0
+    else:
+        _print_devices(infos)
+    down = [i for i in infos if not (i.reachable and i.authorized)]
+    if down:
+        reasons = [
+            i.error if (i.error or "").startswith(i.target) else f"{i.name}: {i.error or 'unavailable'}"
+            for i in down
+        ]
+        raise DeviceError(f"{len(down)} of {len(infos)} device(s) unavailable: " + " ".join(reasons))
+    return 0
+
+
+def _print_devices(infos) -> None:
     for i in infos:
         label = i.target if i.name == i.target else f"{i.name} ({i.target})"
         if not (i.reachable and i.authorized):
@@ -146,7 +159,6 @@ def devices(targets, inventory, binaries, as_json):
             f"{' (' + ', '.join(i.runtimes) + ')' if i.runtimes else ''} | "
             f"temp {'?' if temp is None else f'{temp:.1f} C'}"
         )
-    return 0
 
 
 @click.command()
