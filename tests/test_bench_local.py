@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from edgeprune.bench import BenchRun, BenchSettings, DeviceSpec, bench_models
+from test_bench_failures import assert_refused, snapshot
 
 FIX = Path(__file__).parent / "fixtures"
 TINY = FIX / "bench_tiny.tflite"
 QUICK = ["--runs", "5", "--warmup", "1", "--min-secs", "0.05"]
+ALL_CPUS = f"{sum(1 << c for c in os.sched_getaffinity(0)):x}"
 
 
 @pytest.fixture
@@ -39,36 +41,59 @@ def test_cli_bench_local_writes_the_run_folder(cli_run, tmp_path, own_tmp):
         assert res.model_bytes == TINY.stat().st_size and 0 < res.gzip_bytes
         assert res.memory.kind == "peak_rss" and res.memory.mb > 0
         assert res.runner_detail["runtime"] == "ai_edge_litert"
-        assert res.cpu_mask == "3" or res.cpu_mask  # explicit mask recorded
+        assert res.affinity == "all" and res.cpu_mask == ALL_CPUS  # the mask of every CPU this process may use
         assert res.thermal_before is not None and res.thermal_after is not None
     assert "| bench_tiny.tflite | 1 |" in (out / "bench.md").read_text()
     rows = (out / "bench.csv").read_text().splitlines()
     assert rows[0].startswith("device,target,model") and len(rows) == 3
-    assert not list(out.glob(".*tmp"))  # no temp files left behind
+    assert not list(out.glob(".*")) and not list(tmp_path.glob(".run.*"))  # no temp file or folder left
 
+    before = snapshot(out, TINY), sorted(tmp_path.iterdir())  # (not tmpdir: tempfile.gettempdir() probes it)
     again = cli_run("bench", TINY, *QUICK, "--out", out, env=own_tmp)
-    assert again.returncode == 2
-    assert again.stderr.strip().splitlines()[-1].startswith("error: ") and "--force" in again.stderr
+    assert_refused(
+        again,
+        f"error: the output folder {out} already holds bench results; pass --force to replace them, or choose "
+        "another --out.",
+    )
+    assert (snapshot(out, TINY), sorted(tmp_path.iterdir())) == before
     forced = cli_run("bench", TINY, *QUICK, "--out", out, "--force", env=own_tmp)
     assert forced.returncode == 0, forced.stderr
 
 
+LEGACY = FIX / "benchmark_model" / "legacy.txt"
+
+
 @pytest.mark.parametrize(
-    "args,needle",
+    "args,error",
     [
-        (["missing.tflite"], "does not exist"),
-        ([str(FIX / "benchmark_model" / "legacy.txt")], "not a TFLite model"),
-        ([str(TINY), "--threads", "1,x"], "comma-separated"),
-        ([str(TINY), "--target", "usb:1"], "is not a target"),
-        ([str(TINY), "--target", "ssh:-oProxyCommand=touch"], "not an ssh address"),
+        (["missing.tflite"], "model missing.tflite does not exist; give the path of a .tflite file."),
+        (
+            [str(LEGACY)],
+            f"{LEGACY} is not a TFLite model (no TFL3 identifier at byte 4); export a .tflite first, e.g. with "
+            "`edgeprune export`.",
+        ),
+        (
+            [str(TINY), "--threads", "1,x"],
+            "Invalid value for '--threads': '1,x' is not a comma-separated list of integers, e.g. 1,4 "
+            "(see 'edgeprune bench --help')",
+        ),
+        (
+            [str(TINY), "--target", "usb:1"],
+            "'usb:1' is not a target; use local, adb:SERIAL, ssh:[user@]host[:port] or a device name from "
+            "--inventory.",
+        ),
+        (
+            [str(TINY), "--target", "ssh:-oProxyCommand=touch"],
+            "'-oProxyCommand=touch' is not an ssh address; write it as [user@]host[:port], e.g. "
+            "pi@raspberrypi.local:22.",
+        ),
     ],
 )
-def test_cli_bad_input_is_one_error_line_exit_2(cli_run, tmp_path, args, needle):
+def test_cli_bad_input_is_one_error_line_exit_2(cli_run, tmp_path, args, error):
+    before = snapshot(tmp_path, TINY, LEGACY)
     r = cli_run("bench", *args, "--out", tmp_path / "o")
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and needle in lines[0], r.stderr
-    assert not (tmp_path / "o" / "bench.json").exists()
+    assert_refused(r, f"error: {error}")
+    assert snapshot(tmp_path, TINY, LEGACY) == before  # nothing written, no input touched
 
 
 def test_bench_path_never_imports_tensorflow(tmp_path, own_tmp):
