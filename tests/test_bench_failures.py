@@ -87,7 +87,8 @@ def test_bench_where_every_device_fails_writes_nothing_and_says_why(cli_run, tmp
     assert_refused(
         r,
         f"error: nothing was measured, so nothing was written: {REFUSED_WHY} adb:NOSUCH123: no such device; "
-        "`adb devices` lists: none; plug the phone in with USB debugging on, or `adb connect HOST:PORT` for Wi-Fi.",
+        "`adb devices` lists: none; plug the phone in with USB debugging on, or `adb connect HOST:PORT` for "
+        "Wi-Fi.",
         progress=r"\[(ssh:127\.0\.0\.1:1|adb:NOSUCH123)\] 0/1 (probing|failed) \(\d+ s\)",
     )
     steps = sorted(ln.rsplit(" (", 1)[0] for ln in r.stderr.splitlines()[:-1])  # devices run in parallel
@@ -108,9 +109,11 @@ def test_a_device_that_fails_beside_one_that_works_keeps_the_results(cli_run, tm
     own = tmp_path / "tmpdir"
     own.mkdir()
     out = tmp_path / "out"
-    r = cli_run("bench", TINY, "--target", "local", "--target", REFUSED, *QUICK, "--out", out, env={"TMPDIR": str(own)})
+    targets = ["--target", "local", "--target", REFUSED]
+    r = cli_run("bench", TINY, *targets, *QUICK, "--out", out, env={"TMPDIR": str(own)})
     assert r.returncode == 2, r.stderr
-    assert r.stderr.splitlines()[-1] == f"error: 1 failure(s); first: {REFUSED_WHY}; the other results are in {out}."
+    last = r.stderr.splitlines()[-1]
+    assert last == f"error: 1 failure(s); first: {REFUSED_WHY}; the other results are in {out}."
     assert sorted(p.name for p in out.iterdir()) == ["bench.csv", "bench.json", "bench.md", "report.html"]
     assert f"wrote {out / 'bench.json'}, bench.md, bench.csv" in r.stdout
 
@@ -171,8 +174,8 @@ def test_a_bench_folder_that_holds_an_input_is_not_replaced(cli_run, tmp_path):
     r = cli_run("bench", model, "--target", "local", *QUICK, "--out", out, "--force")
     assert_refused(
         r,
-        f"error: the output folder {out} holds the input {model}, and writing the results replaces the folder; "
-        "give another --out folder.",
+        f"error: the output folder {out} holds the input {model}, and writing the results replaces the "
+        "folder; give another --out folder.",
     )
     assert snapshot(tmp_path) == before
 
@@ -186,8 +189,9 @@ def test_bench_results_are_replaced_whole_with_force(cli_run, tmp_path):
         (out / name).write_text("old\n")
     r = cli_run("bench", TINY, "--target", "local", *QUICK, "--out", out, "--force", env={"TMPDIR": str(own)})
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["bench.csv", "bench.json", "bench.md", "report.html"]
-    assert all((out / n).read_text() != "old\n" for n in ("bench.json", "bench.md", "bench.csv", "report.html"))
+    names = ["bench.csv", "bench.json", "bench.md", "report.html"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert all((out / n).read_text() != "old\n" for n in names)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temp folder left
 
 
@@ -199,8 +203,8 @@ def test_a_truncated_model_is_refused_by_its_own_path_before_any_device(cli_run,
     r = cli_run("bench", bad, "--target", "local", *QUICK, "--out", tmp_path / "out")
     assert_refused(
         r,
-        f"error: {bad} is corrupt or truncated: its tables and vectors point outside its {bad.stat().st_size:,} "
-        "bytes; export it again, or copy it again if a transfer cut it short.",
+        f"error: {bad} is corrupt or truncated: its tables and vectors point outside its "
+        f"{bad.stat().st_size:,} bytes; export it again, or copy it again if a transfer cut it short.",
     )
     assert snapshot(tmp_path) == before
 

@@ -41,19 +41,21 @@ def test_cli_bench_local_writes_the_run_folder(cli_run, tmp_path, own_tmp):
         assert res.model_bytes == TINY.stat().st_size and 0 < res.gzip_bytes
         assert res.memory.kind == "peak_rss" and res.memory.mb > 0
         assert res.runner_detail["runtime"] == "ai_edge_litert"
-        assert res.affinity == "all" and res.cpu_mask == ALL_CPUS  # the mask of every CPU this process may use
+        # the default affinity on a board or host: every CPU this process may use
+        assert res.affinity == "all" and res.cpu_mask == ALL_CPUS
         assert res.thermal_before is not None and res.thermal_after is not None
     assert "| bench_tiny.tflite | 1 |" in (out / "bench.md").read_text()
     rows = (out / "bench.csv").read_text().splitlines()
     assert rows[0].startswith("device,target,model") and len(rows) == 3
     assert not list(out.glob(".*")) and not list(tmp_path.glob(".run.*"))  # no temp file or folder left
 
-    before = snapshot(out, TINY), sorted(tmp_path.iterdir())  # (not tmpdir: tempfile.gettempdir() probes it)
+    # the tmpdir's own mtime is left out: tempfile.gettempdir() probes it with a file it removes
+    before = snapshot(out, TINY), sorted(tmp_path.iterdir())
     again = cli_run("bench", TINY, *QUICK, "--out", out, env=own_tmp)
     assert_refused(
         again,
-        f"error: the output folder {out} already holds bench results; pass --force to replace them, or choose "
-        "another --out.",
+        f"error: the output folder {out} already holds bench results; pass --force to replace them, or "
+        "choose another --out.",
     )
     assert (snapshot(out, TINY), sorted(tmp_path.iterdir())) == before
     forced = cli_run("bench", TINY, *QUICK, "--out", out, "--force", env=own_tmp)
@@ -69,8 +71,8 @@ LEGACY = FIX / "benchmark_model" / "legacy.txt"
         (["missing.tflite"], "model missing.tflite does not exist; give the path of a .tflite file."),
         (
             [str(LEGACY)],
-            f"{LEGACY} is not a TFLite model (no TFL3 identifier at byte 4); export a .tflite first, e.g. with "
-            "`edgeprune export`.",
+            f"{LEGACY} is not a TFLite model (no TFL3 identifier at byte 4); export a .tflite first, e.g. "
+            "with `edgeprune export`.",
         ),
         (
             [str(TINY), "--threads", "1,x"],
