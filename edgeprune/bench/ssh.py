@@ -120,6 +120,13 @@ class SshTransport(Transport):
         return args
 
     def _fail(self, stderr: str, what: str) -> DeviceError:
+        return self._refused(stderr) or DeviceError(
+            f"{self.label}: {what} failed: {' '.join(stderr.split())[-300:] or 'ssh gave no message'}"
+        )
+
+    def _refused(self, stderr: str) -> DeviceError | None:
+        """The error for ssh's own message when it could not connect or log in; None when stderr
+        holds none of them (then it is the remote command's, or empty)."""
         text = " ".join(stderr.split())
         low = text.lower()
         if "permission denied" in low or "too many authentication failures" in low:
@@ -146,7 +153,7 @@ class SshTransport(Transport):
                 f"{self.label}: not reachable ({text[-200:]})",
                 "check that the device is on and on the network",
             )
-        return DeviceError(f"{self.label}: {what} failed: {text[-300:] or 'ssh gave no message'}")
+        return None
 
     def connect(self, timeout: float) -> None:
         r = self.shell("true", timeout)
@@ -158,8 +165,10 @@ class SshTransport(Transport):
         r = run_command(argv, timeout, during_cancel=during_cancel)
         out, rc = split_rc(r.stdout)
         if rc is None:
-            if r.returncode == 255:
-                raise self._fail(r.stderr, "ssh")
+            # 255 with none of ssh's own messages: the connection dropped while the command ran, and
+            # stderr holds only what the command itself had written
+            if r.returncode == 255 and (refused := self._refused(r.stderr)) is not None:
+                raise refused
             raise DeviceError(
                 f"{self.label}: the connection ended before the command finished (ssh exit code {r.returncode})",
                 f"the device may have rebooted or lost its network: {r.tail(200) or 'no message'}",
