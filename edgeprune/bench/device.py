@@ -93,6 +93,16 @@ def _dead_local_owner(owner: str) -> bool:
     return False
 
 
+def _stop_and_remove(run_dir: str) -> str:
+    """A script that kills every runner recorded in `run_dir` (only if its command line still
+    points into the folder: a pid may have been reused) and removes the folder."""
+    return (
+        f'd={quote(run_dir)}; for f in "$d"/.pid-*; do [ -f "$f" ] || continue; p=$(cat "$f"); '
+        'grep -qF -- "$d" /proc/"$p"/cmdline 2>/dev/null && kill -9 "$p" 2>/dev/null; done; '
+        'rm -rf -- "$d"'
+    )
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -217,12 +227,7 @@ class DeviceSession:
         try:
             parts = []
             if self.run_dir is not None:
-                # a runner is killed only if its command line still points into this run folder
-                parts.append(
-                    f'd={quote(self.run_dir)}; for f in "$d"/.pid-*; do [ -f "$f" ] || continue; p=$(cat "$f"); '
-                    'grep -qF -- "$d" /proc/"$p"/cmdline 2>/dev/null && kill -9 "$p" 2>/dev/null; done; '
-                    'rm -rf -- "$d"'
-                )
+                parts.append(_stop_and_remove(self.run_dir))
             if self.lock_path is not None:
                 parts.append(f"rm -rf -- {quote(self.lock_path)}")
             self.run_dir = self.lock_path = None
@@ -379,7 +384,7 @@ class DeviceSession:
     def acquire_lock(self, wait_s: float) -> None:
         """Takes the device: an atomic `mkdir BASE/.lock` holding the owner (host, pid, run). Waits
         up to `wait_s` for another run to finish; a lock left by a dead process of this host is
-        taken over. Released by close()."""
+        taken over, and that run's folder and runner removed. Released by close()."""
         if self.base is None:
             raise RuntimeError("open_folders() first")
         lock = f"{self.base}/.lock"
@@ -395,9 +400,7 @@ class DeviceSession:
                 f"cat {quote(lock + '/owner')} 2>/dev/null", PROBE_TIMEOUT
             ).stdout.strip()
             if _dead_local_owner(held):
-                self.transport.run(["rm", "-rf", lock], PROBE_TIMEOUT).check(
-                    self.label, "removing a stale lock"
-                )
+                self._remove_dead_run(held, lock)
                 continue
             if time.monotonic() >= deadline:
                 raise DeviceError(
@@ -406,6 +409,16 @@ class DeviceSession:
                 )
             waits += 1  # back off: quick hand-over after a short run, few round trips during a long one
             proc.sleep(min(0.25 * 2**waits, 2.0, max(0.1, deadline - time.monotonic())))
+
+    def _remove_dead_run(self, owner: str, lock: str) -> None:
+        """A lock whose owner died on this host could not be released: the device was gone, or the
+        process was killed. What that run left goes with it: a runner still running from its run
+        folder is stopped, and the folder and the lock are removed, in one round trip."""
+        run_id = owner.split()[2] if len(owner.split()) >= 3 else ""
+        parts = [_stop_and_remove(f"{self.base}/run-{run_id}")] if re.fullmatch(r"[\w.-]+", run_id) else []
+        self.transport.shell("; ".join([*parts, f"rm -rf -- {quote(lock)}"]), PROBE_TIMEOUT).check(
+            self.label, "removing a stale lock and its run folder"
+        )
 
     @property
     def cache_dir(self) -> str:
