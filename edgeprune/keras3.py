@@ -617,7 +617,6 @@ class _ModelPlan:
     entries: list
     inputs: Any  # structure of _Ref
     outputs: Any  # structure of _Ref
-    trainable: bool = True
 
     def walk(self):
         for e in self.entries:
@@ -683,7 +682,7 @@ class _Planner:
         except _Untranslatable as e:
             self.problems.append(_Problem(path, "Functional", str(e)))
             inputs = outputs = []
-        return _ModelPlan(inner.get("name", path), "functional", entries, inputs, outputs, inner.get("trainable", True))
+        return _ModelPlan(inner.get("name", path), "functional", entries, inputs, outputs)
 
     def _plan_sequential(self, inner: dict, path: str) -> _ModelPlan | None:
         layers = list(inner.get("layers") or [])
@@ -711,8 +710,7 @@ class _Planner:
             e.nodes = [([previous], {})]
             entries.append(e)
             previous = _Ref(e.name, 0, 0)
-        return _ModelPlan(inner.get("name", path), "sequential", entries, _Ref(entries[0].name, 0, 0), previous,
-                          inner.get("trainable", True))
+        return _ModelPlan(inner.get("name", path), "sequential", entries, _Ref(entries[0].name, 0, 0), previous)
 
     def _plan_entry(self, raw: dict, prefix: str, name: str | None) -> _Entry | None:
         class_name = str(raw.get("class_name"))
@@ -868,7 +866,11 @@ def _build(plan: _ModelPlan) -> _Built:
                 remaining.append((e, i))
                 continue
             args = _map_refs(args, lookup)
-            kwargs = {k: v for k, v in _map_refs(kwargs, lookup).items() if v is not None}
+            # A recorded `training` (Keras 3 records Dropout's default False, and the transfer-learning
+            # `base(x, training=False)`) is only a fallback in Keras 3: a functional model passes its
+            # caller's training flag over it, so fit() trains that layer in training mode. tf_keras
+            # would pin it instead (and TF-MOT would never update a mask inside), so it is dropped.
+            kwargs = {k: v for k, v in _map_refs(kwargs, lookup).items() if v is not None and k != "training"}
             tensors[(e.name, i)] = _apply(e, layers.get(e.name), args, kwargs, fresh)
             progressed = True
         if not progressed:
@@ -885,7 +887,6 @@ def _build(plan: _ModelPlan) -> _Built:
     inputs = _map_refs(plan.inputs, io)
     outputs = _map_refs(plan.outputs, io)
     model = keras.Model(inputs=inputs, outputs=outputs, name=plan.name)
-    model.trainable = plan.trainable
     return _Built(plan, model, tensors, children)
 
 
@@ -901,7 +902,6 @@ def _build_sequential(plan: _ModelPlan) -> _Built:
             model.add(children[e.name].model)
         else:
             model.add(e.tfk_class.from_config(dict(e.tfk_config)))
-    model.trainable = plan.trainable
     tensors = {(first.name, 0): model.inputs[0]}
     for e, layer in zip(plan.entries[1:], model.layers):
         tensors[(e.name, 0)] = layer.output if e.kind != "model" else model.get_layer(e.name).get_output_at(-1)
@@ -1073,11 +1073,17 @@ def _tfk_weight_names(layer) -> list[str]:
 
 
 def _transfer_k3_to_tfk(plan: _ModelPlan, k3_model, tfk_model, prefix=""):
+    """Copies weights and `trainable` flags, as Keras 3 read them from the file. Flags go top-down:
+    setting a tf_keras model's flag sets it on every layer inside, so a frozen layer inside a
+    trainable base model (the transfer-learning set-up) is frozen again after its model."""
+    if not prefix:
+        tfk_model.trainable = k3_model.trainable
     for e in plan.entries:
         if e.kind in ("input", "op") or (e.kind == "layer" and e.tfk_class is None):
             continue
         src = k3_model.get_layer(e.name)
         dst = tfk_model.get_layer(e.name)
+        dst.trainable = src.trainable
         if e.kind == "model":
             _transfer_k3_to_tfk(e.sub, src, dst, prefix + e.name + "/")
         elif src.weights or dst.weights:
@@ -1329,6 +1335,11 @@ def _notes(plan: _ModelPlan, source: _Source) -> tuple[str, ...]:
     if expanded:
         notes.append(f"{len(expanded)} hard_sigmoid/hard_swish activation(s) rebuilt from tf_keras layers as tf_keras' "
                      f"MobileNetV3 writes them (relu6(x + 3) / 6), e.g. {', '.join(expanded[:3])}")
+    pinned = sorted({e.name for e in plan.walk()
+                     if e.kind == "model" and any(kw.get("training") is not None for _, kw in e.nodes)})
+    if pinned:
+        notes.append(f"nested model(s) {', '.join(pinned)} called with a fixed `training`: dropped, as Keras 3 passes "
+                     "the caller's flag over it (fit() trains them in training mode) and the translation does too")
     regrouped = [p.name for p in [plan, *(e.sub for e in plan.walk() if e.kind == "model")]
                  if p.kind == "sequential" and not p.as_sequential]
     if regrouped:
