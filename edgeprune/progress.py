@@ -21,6 +21,9 @@ class Task:
     def close(self) -> None:
         pass
 
+    def abandon(self) -> None:
+        """The work stopped before its end (an error, Ctrl-C): never reported as done."""
+
 
 class Reporter:
     """Silent by default. Subclass and pass to `set_reporter` to show progress."""
@@ -51,8 +54,10 @@ def task(label: str, total: int | None = None) -> Iterator[Task]:
     t = _reporter.task(label, total)
     try:
         yield t
-    finally:
-        t.close()
+    except BaseException:
+        t.abandon()
+        raise
+    t.close()
 
 
 def log(message: str) -> None:

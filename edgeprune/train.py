@@ -105,8 +105,7 @@ class ProgressCallback:
 
         class _CB(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
-                self._ctx = progress.task(label, total_steps)
-                self._task = self._ctx.__enter__()
+                self._task = progress.get_reporter().task(label, total_steps)
 
             def on_train_batch_end(self, batch, logs=None):
                 status = None
@@ -117,7 +116,7 @@ class ProgressCallback:
                 self._task.advance(1, status)
 
             def on_train_end(self, logs=None):
-                self._ctx.__exit__(None, None, None)
+                self._task.close()
 
         return _CB()
 

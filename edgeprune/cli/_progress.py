@@ -51,6 +51,10 @@ class _BarTask(progress.Task):
                 click.echo(f"  {self.label}: {self.done}/{self.total} {time.monotonic() - self.start:.0f}s "
                            f"{self.status}".rstrip(), err=True)
 
+    def abandon(self):
+        if self.tty:
+            click.echo("", err=True)  # end the bar's line; the error that follows says what happened
+
     def close(self):
         elapsed = time.monotonic() - self.start
         if self.tty:
