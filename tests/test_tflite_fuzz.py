@@ -489,11 +489,6 @@ def test_report_renders_a_bench_folder_whose_models_are_damaged(all_mutants, dam
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="eval runs the interpreter in its own process: edgeprune/cli/pipeline.py must "
-    "call tflite_file.check_runs(model) before it loads the model",
-)
 def test_eval_refuses_a_model_that_crashes_the_interpreter(clean_files, eval_data, tmp_path):
     from test_bench_failures import fully_connected_without_weights
 

@@ -430,6 +430,7 @@ def eval_(model, data_spec, normalization, train_limit, test_limit, threads, as_
     result = {"model": str(model)}
     if model.suffix == ".tflite":
         info = tflite_file.read(model)
+        tflite_file.check_runs(model)  # a file the interpreter would crash on is refused by its path
         content = model.read_bytes()
         tin = info.tensors[info.inputs[0]]
         tout = info.tensors[info.outputs[0]]
