@@ -31,7 +31,7 @@ from android_bench.litert_runner import _random_input, load_interpreter, summari
 
 RECIPE = ROOT / "benchmarks" / "recipes" / "headline.toml"
 RESULTS = ROOT / "benchmarks" / "results" / "headline.json"
-MARK_START, MARK_END = "<!-- headline:start -->", "<!-- headline:end -->"
+SECTION = ROOT / "benchmarks" / "results" / "headline.md"
 TARGET = {"loss_pt": 1.0, "speedup": 5.0, "bytes_ratio": 10.0}
 
 
@@ -148,7 +148,7 @@ def section(res: dict) -> str:
     m, ver = res["machine"], res["versions"]
     b = res["baseline"]
     curve = b["curve"]
-    lines = [MARK_START, "## The headline: MobileNetV2 0.35 on Fashion-MNIST, converged, then compressed", "",
+    lines = ["## The headline: MobileNetV2 0.35 on Fashion-MNIST, converged, then compressed", "",
              f"`python benchmarks/headline_bench.py` ({res['created']}). Machine: {m['cpu']}, {m['cores']} cores "
              f"({m['cpu_flags']}), load average {', '.join(map(str, m['load_average']))} when timing ended. "
              f"TensorFlow {ver.get('tensorflow')}, tf-keras {ver.get('tf-keras')}, TF-MOT "
@@ -170,7 +170,10 @@ def section(res: dict) -> str:
         if r["blocks_removed"]:
             what.append(f"{len(r['blocks_removed'])} blocks removed")
         if r["channels"] is not None:
-            what.append(f"{r['channels']:.0%} channels removed")
+            ch = r["spec"]["channels"] or {}
+            what.append(f"{r['channels']:.0%} channels removed"
+                        + (f" ({ch['allocation']})" if ch.get("allocation", "uniform") != "uniform" else "")
+                        + (f" in {ch['iterative_steps']} steps" if ch.get("iterative_steps", 1) > 1 else ""))
         if r["prune"] in ("unstructured", "2:4"):
             what.append(f"TF-MOT {r['prune']} {r['spec']['target_sparsity']:.0%}")
         if r["fine_tune_epochs"] and r["prune"] != "none" or r["blocks_removed"]:
@@ -195,21 +198,24 @@ def section(res: dict) -> str:
         lines.append(f"Target (loss <= {t['loss_pt']} pt, >= {t['speedup']:g}x at both sizes, >= "
                      f"{t['bytes_ratio']:g}x fewer bytes): **not met**. Pareto front (accuracy, 32x32 speed, "
                      f"bytes): {', '.join(front)}.")
-    lines += ["", MARK_END]
-    return "\n".join(lines)
+    by = {r["name"]: r for r in res["variants"]}
+    small = [r for r in res["variants"] if r["bytes_ratio"] >= t["bytes_ratio"]]
+    if small:
+        best = max(small, key=lambda r: r["tflite_accuracy"])
+        lines += ["", f"Most accurate with >= {t['bytes_ratio']:g}x fewer bytes: {best['name']}, "
+                     f"{best['tflite_accuracy']:.2%} ({best['loss_pt']:+.2f} pt), {best['speedup_32']:.2f}x at 32x32 "
+                     f"and {best['speedup_224'] or 0:.2f}x at 224x224."]
+    if "int8" in by:
+        i8 = by["int8"]
+        lines += ["", f"int8 alone: {i8['speedup_32']:.2f}x at 32x32 and {i8['speedup_224'] or 0:.2f}x at 224x224 on "
+                     f"this CPU ({m['cpu_flags']}), {i8['bytes_ratio']:.1f}x fewer bytes, {i8['loss_pt']:+.2f} pt."]
+    return "\n".join(lines) + "\n"
 
 
 def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    doc = path.read_text()
-    if MARK_START in doc:
-        head, rest = doc.split(MARK_START, 1)
-        tail = rest.split(MARK_END, 1)[1]
-        doc = head + text + tail
-    else:
-        first, _, rest = doc.partition("\n## ")
-        doc = first.rstrip() + "\n\n" + text + "\n\n## " + rest if rest else doc.rstrip() + "\n\n" + text + "\n"
-    path.write_text(doc)
+    """benchmarks/results/headline.md, then BENCHMARKS.md assembled from every section."""
+    SECTION.write_text(text)
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--assemble-only"], check=True)
 
 
 def main(argv=None) -> int:
@@ -218,7 +224,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "headline")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--block-secs", type=float, default=0.25)
+    ap.add_argument("--render-only", action="store_true", help="rewrite the section from headline.json")
     args = ap.parse_args(argv)
+    if args.render_only:
+        text = section(json.loads(RESULTS.read_text()))
+        write_section(text)
+        print(text)
+        return 0
     run = args.from_run
     if run is None:
         run = args.out

@@ -188,7 +188,7 @@ def run(recipe, out, force, overrides, variants, threads, epochs, targets, inven
               help="Distillation temperature.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help="Distillation: weight of the label loss (the rest goes to the teacher's soft targets).")
-@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
               help="Channels and blocks: learning rate over the fine-tune.")
 @click.option("--augment/--no-augment", default=False, show_default=True,
               help="Channels and blocks: random shifts and flips during the fine-tune.")
