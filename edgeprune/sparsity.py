@@ -74,7 +74,13 @@ class SparsityReport:
 
 
 def _kernel_of(layer):
-    for attr in ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings"):
+    """(attribute, weight) measured for a layer: the weight TF-MOT prunes when its registry names
+    one (a SeparableConv's pointwise kernel, not its depthwise kernel), else the layer's kernel."""
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+    registered = prune_registry.PruneRegistry._LAYERS_WEIGHTS_MAP.get(layer.__class__) or []
+    for attr in (*[n for n in registered if "." not in n], "kernel", "depthwise_kernel", "pointwise_kernel",
+                 "embeddings"):
         w = getattr(layer, attr, None)
         if w is not None:
             return attr, w
