@@ -1,14 +1,24 @@
 """The `edgeprune` command line. Thin: parse, call the library, render. Subcommands load lazily so
 that `edgeprune --help` (and `bench` of a ready .tflite on a device) never imports TensorFlow.
 Errors become exit codes here, and only here: 0 ok, 1 internal failure, 2 bad input or usage,
-3 a regression found by `compare`."""
+3 a regression found by `compare`.
+
+The command line (`main()` without arguments: the console script and `python -m edgeprune`) runs
+the command in a child process, so that a crash in native code (TensorFlow, oneDNN, LiteRT) ends
+with one `error:` line saying what crashed and what to try, instead of a bare "Segmentation
+fault". `main(args)` runs in this process."""
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -60,7 +70,126 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+# Set in the guarded child: the file where faulthandler writes the Python stack of a native crash.
+FAULT_LOG_ENV = "_EDGEPRUNE_FAULT_LOG"
+_FATAL_SIGNALS = {signal.SIGSEGV: "segmentation fault", signal.SIGABRT: "abort, e.g. glibc's \"double free or "
+                  "corruption\"", signal.SIGBUS: "bus error", signal.SIGILL: "illegal instruction",
+                  signal.SIGFPE: "arithmetic fault"}
+_FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+
+
+def enable_fault_log() -> None:
+    """In a child started by `run_guarded`: write the Python stack of a native crash to the file
+    the parent reads, and end with the parent (a parent killed on a timeout leaves no orphan)."""
+    path = os.environ.pop(FAULT_LOG_ENV, None)
+    if not path:
+        return
+    faulthandler.enable(open(path, "w"), all_threads=True)  # noqa: SIM115 (open until the process ends)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _installed_package(parts: tuple[str, ...]) -> str | None:
+    return parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else None
+
+
+def _crash_site(log: str) -> str:
+    """' in tensorflow, called from edgeprune/train.py:170 (fit)' from a faulthandler dump: the
+    installed package of the crashing thread's innermost frame, and the innermost edgeprune frame.
+    A crash in a thread without Python frames (a TensorFlow worker) is told by the next thread."""
+    frames = []
+    for line in log.splitlines():
+        line = line.strip()
+        if line.startswith(("Current thread", "Thread")) and frames:
+            break
+        if line.startswith('File "'):
+            path, _, rest = line[6:].partition('", line ')
+            number, _, func = rest.partition(" in ")
+            frames.append((Path(path).parts, number, func))
+    site = []
+    if frames and _installed_package(frames[0][0]) not in (None, "edgeprune"):
+        site.append(f"in {_installed_package(frames[0][0])}")
+    ours = next((f for f in frames if "edgeprune" in f[0][:-1] and _installed_package(f[0]) in (None, "edgeprune")),
+                None)
+    if ours is not None:
+        parts = ours[0]
+        rel = "/".join(parts[len(parts) - 1 - parts[::-1].index("edgeprune"):])
+        site.append(f"{'called from' if site else 'in'} {rel}:{ours[1]} ({ours[2]})")
+    return (" " + ", ".join(site)) if site else ""
+
+
+def _crash_message(returncode: int, log: str) -> str:
+    sig = -returncode
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = f"signal {sig}"
+    if sig == signal.SIGKILL:
+        return (f"the command was killed ({name}), most often by the kernel's out-of-memory killer; use a smaller "
+                "--batch-size or --train-limit, or free memory")
+    what = _FATAL_SIGNALS.get(sig, "a fatal signal")
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0").strip().lower() not in ("0", "false")
+    hint = ("TensorFlow's oneDNN kernels were on: rerun with TF_ENABLE_ONEDNN_OPTS=0 (edgeprune's default), which "
+            "avoids the known oneDNN crashes" if onednn else
+            "oneDNN was off (TF_ENABLE_ONEDNN_OPTS=0); rerun with EDGEPRUNE_DEBUG=1 to see the Python stack of the "
+            "crash, and report it with the model")
+    return (f"native code crashed ({name}, {what}){_crash_site(log)}: a bug in TensorFlow or LiteRT, not in your "
+            f"input; {hint}")
+
+
+def run_guarded(command: list[str]) -> int:
+    """Runs `command` (a Python process that calls `enable_fault_log`) as a child, its stdin,
+    stdout and stderr those of this process, and returns its exit code; a child killed by a
+    signal is reported as one `error:` line on stderr and returns 1. SIGTERM and SIGHUP are
+    passed on; Ctrl-C reaches the child from the terminal (the same process group) and is
+    ignored here, where the child's own exit code tells what happened."""
+    with tempfile.NamedTemporaryFile("r", prefix="edgeprune-fault-", suffix=".log") as log:
+        env = {**os.environ, FAULT_LOG_ENV: log.name}
+        received: list[int] = []
+        proc = subprocess.Popen(command, env=env)
+
+        def forward(signum, frame):
+            received.append(signum)
+            proc.send_signal(signum)
+
+        previous = {s: signal.signal(s, forward) for s in _FORWARDED}
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            returncode = proc.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        dump = log.read()
+    if returncode >= 0:
+        return returncode
+    if -returncode in received or -returncode == signal.SIGINT:
+        click.echo(f"error: {'interrupted' if -returncode == signal.SIGINT else 'terminated'} "
+                   f"({signal.Signals(-returncode).name})", err=True)
+        return 128 - returncode
+    if os.environ.get("EDGEPRUNE_DEBUG") and dump:
+        click.echo(dump.rstrip(), err=True)
+    click.echo(f"error: {_crash_message(returncode, dump)}.", err=True)
+    return 1
+
+
+def _guarded_command(argv: list[str]) -> list[str]:
+    """This interpreter running this copy of edgeprune's CLI on `argv` (sys.path[0], the current
+    folder under `-c`, is replaced by the folder holding this package)."""
+    package_parent = str(Path(__file__).resolve().parents[2])
+    code = f"import sys; sys.path[0] = {package_parent!r}; from edgeprune.cli import main; main()"
+    return [sys.executable, "-c", code, *argv]
+
+
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:
+        if FAULT_LOG_ENV not in os.environ:
+            sys.exit(run_guarded(_guarded_command(sys.argv[1:])))
+        enable_fault_log()
     try:
         rv = cli.main(args=argv, prog_name="edgeprune", standalone_mode=False)
     except click.exceptions.Abort:
