@@ -12,8 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # strided 1x1 Conv2D on few input channels (the residual branch of the classic mini_XCEPTION)
 # corrupts the heap: SIGSEGV or "double free or corruption" on every run measured, and a heap
 # overflow that does not crash is no safer. The price, measured on a MobileNetV2 0.35 fine-tune
-# here: 1.6x fewer steps per second. TF_ENABLE_ONEDNN_OPTS=1 takes it back (the command line then
-# reports a native crash as one line with this variable); edgeprune.cli assumes this default.
+# here: 1.7x fewer steps per second (medians of 8 runs). TF_ENABLE_ONEDNN_OPTS=1 takes it back
+# (the command line then reports a native crash as one line naming this variable);
+# edgeprune.cli assumes this default.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from edgeprune._native import quiet_native_stderr  # noqa: E402
