@@ -44,7 +44,7 @@ quantize = "int8"
 [[variant]]
 name = "ch50-int8"
 prune = "channels"
-channels = {{ ratio = 0.5, criterion = "l2", round_to = 4 }}
+channels = {{ ratio = 0.5, criterion = "l2", round_to = 4, allocation = "sensitivity" }}
 fine_tune_epochs = 2
 quantize = "int8"
 """
@@ -96,10 +96,17 @@ def test_run_writes_a_complete_verified_report(run_dir):
     import edgeprune.tflite_file as tf_file
 
     kernels = sorted(t.shape for t in tf_file.read(run / ch["tflite"]).tensors if t.is_constant and len(t.shape) == 4)
-    # stem 8->4, conv_a 16->8, dw 16->8, conv_b 32->16: half the channels, in the flatbuffer
-    assert kernels == [[1, 3, 3, 8], [4, 3, 3, 1], [8, 3, 3, 4], [16, 1, 1, 8]]
-    assert [(lay["layer"], lay["before"], lay["after"]) for lay in ch["channels"]["layers"]][:4] == [
-        ("stem", 8, 4), ("conv_a", 16, 8), ("dw", 16, 8), ("conv_b", 32, 16)]
+    # per-group widths from measured sensitivity: half of the 56 channels in all, multiples of 4,
+    # and the flatbuffer's kernels have exactly the widths the report records
+    after = {lay["layer"]: lay["after"] for lay in ch["channels"]["layers"]}
+    assert [(lay["layer"], lay["before"]) for lay in ch["channels"]["layers"]][:4] == [
+        ("stem", 8), ("conv_a", 16), ("dw", 16), ("conv_b", 32)]
+    assert after["conv_a"] == after["dw"] and all(after[n] % 4 == 0 for n in ("stem", "conv_a", "conv_b"))
+    assert after["stem"] + after["conv_a"] + after["conv_b"] <= 28
+    assert kernels == sorted([[after["stem"], 3, 3, 1], [after["conv_a"], 3, 3, after["stem"]],
+                              [1, 3, 3, after["dw"]], [after["conv_b"], 1, 1, after["dw"]]])
+    assert len(ch["channels"]["sensitivity"]) == 1 and set(ch["channels"]["sensitivity"][0]) == {
+        "stem:out", "conv_a:out", "conv_b:out"}
     md = (run / "report.md").read_text()
     assert "| variant " in md and "s70-pqat" in md and "stayed dense" in md
     assert "baseline" in proc.stdout and "Run folder:" in proc.stdout
