@@ -75,7 +75,7 @@ FAULT_LOG_ENV = "_EDGEPRUNE_FAULT_LOG"
 _FATAL_SIGNALS = {signal.SIGSEGV: "segmentation fault", signal.SIGABRT: "abort, e.g. glibc's \"double free or "
                   "corruption\"", signal.SIGBUS: "bus error", signal.SIGILL: "illegal instruction",
                   signal.SIGFPE: "arithmetic fault"}
-_FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def enable_fault_log() -> None:
@@ -145,20 +145,31 @@ def _crash_message(returncode: int, log: str) -> str:
 def run_guarded(command: list[str]) -> int:
     """Runs `command` (a Python process that calls `enable_fault_log`) as a child, its stdin,
     stdout and stderr those of this process, and returns its exit code; a child killed by a
-    signal is reported as one `error:` line on stderr and returns 1. SIGTERM and SIGHUP are
-    passed on; Ctrl-C reaches the child from the terminal (the same process group) and is
-    ignored here, where the child's own exit code tells what happened."""
+    signal is reported as one `error:` line on stderr and returns 1. The child runs in its own
+    process group, so Ctrl-C at the terminal (or SIGINT, SIGTERM, SIGHUP sent to this process)
+    reaches it exactly once, passed on from here; its own exit code tells what happened."""
     with tempfile.NamedTemporaryFile("r", prefix="edgeprune-fault-", suffix=".log") as log:
         env = {**os.environ, FAULT_LOG_ENV: log.name}
         received: list[int] = []
-        proc = subprocess.Popen(command, env=env)
+        children: list[subprocess.Popen] = []
 
         def forward(signum, frame):
             received.append(signum)
-            proc.send_signal(signum)
+            for child in children:
+                child.send_signal(signum)
 
         previous = {s: signal.signal(s, forward) for s in _FORWARDED}
-        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            # its own process group: a Ctrl-C at the terminal reaches this process alone, which passes
+            # it on once, so the child sees exactly one SIGINT whoever sent it (a terminal or `kill`)
+            proc = subprocess.Popen(command, env=env, process_group=0)
+        except BaseException:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            raise
+        children.append(proc)
+        if received:  # a signal that came while the child was being started
+            proc.send_signal(received[-1])
         try:
             returncode = proc.wait()
         finally:
