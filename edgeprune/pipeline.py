@@ -275,7 +275,7 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
                                     initial=v.initial_sparsity, begin_step=v.begin_step, end_step=v.end_step,
                                     frequency=v.frequency, skip_patterns=v.skip, epochs=v.fine_tune_epochs,
                                     batch_size=r.fine_tune_batch_size, learning_rate=v.learning_rate,
-                                    strategy=ctx.strategy, log_dir=log_dir, seed=r.seed)
+                                    strategy=ctx.strategy, log_dir=log_dir, seed=r.seed, frozen=v.frozen)
         row["sparsity"] = rep.to_dict()
     else:
         row["sparsity"] = sparsity.measure(model, set(), set(), "none", None).to_dict()

@@ -88,6 +88,7 @@ class VariantSpec:
     end_step: int = -1
     frequency: int | None = None
     skip: list[str] = field(default_factory=lambda: [DEFAULT_SKIP])
+    frozen: str = "unfreeze"  # layers the model freezes: "unfreeze" for the fine-tune, "keep" frozen, or "skip"
     fine_tune_epochs: float = 1.0
     learning_rate: float = 5e-4
     quantize: str = "float32"
@@ -282,6 +283,7 @@ def validate_variant(v: VariantSpec, where: str) -> None:
         raise RecipeError(f"[{where}] quantize = 'qat' after {v.prune} pruning would erase the sparsity",
                           "use quantize = 'pqat' (pruning-preserving QAT)")
     _choice(v.lr_schedule, LR_SCHEDULES, "lr_schedule", where)
+    _choice(v.frozen, ("unfreeze", "keep", "skip"), "frozen", where)
     if v.prune == "blocks" and not v.blocks:
         raise RecipeError(f"[{where}] prune = 'blocks' needs a blocks table",
                           "add e.g. blocks = { count = 4 }")

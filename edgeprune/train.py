@@ -41,11 +41,13 @@ def get_strategy(name: str = "default"):
 def clone_in_scope(model, strategy, clone_function=None):
     """A copy of `model` whose variables live under `strategy` (weights copied)."""
     from edgeprune._tf import keras
+    from edgeprune.sparsity import set_trainable_flags, trainable_flags
 
     with strategy.scope():
         copy = keras.models.clone_model(model, clone_function=clone_function)
         if clone_function is None:
             copy.set_weights(model.get_weights())
+    set_trainable_flags(copy, trainable_flags(model))  # cloning loses a nested model's own flag
     return copy
 
 

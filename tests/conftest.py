@@ -6,6 +6,7 @@ import sys
 import pytest
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # as edgeprune._tf, for modules importing TensorFlow first
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 IN_CI = os.environ.get("CI") == "true"

@@ -165,6 +165,9 @@ def run(recipe, out, force, overrides, variants, threads, epochs, targets, inven
 @click.option("--schedule", type=click.Choice(["constant", "polynomial"]), default="constant", show_default=True)
 @click.option("--frequency", type=click.IntRange(min=1), default=None, help="Mask update every N steps.")
 @click.option("--skip", multiple=True, help="Regex of layer names to leave dense [default: first conv and classifier].")
+@click.option("--frozen", type=click.Choice(["unfreeze", "keep", "skip"]), default="unfreeze", show_default=True,
+              help="Layers the model freezes (trainable = False): prune and fine-tune them with the rest, then "
+                   "freeze them again (unfreeze); prune them frozen (keep); or leave them dense (skip).")
 @click.option("--epochs", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Fine-tune epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=5e-4, show_default=True)
@@ -197,7 +200,7 @@ def run(recipe, out, force, overrides, variants, threads, epochs, targets, inven
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @with_data_options
 @click.option("--quiet", "-q", is_flag=True)
-def prune(model, method, sparsity, schedule, frequency, skip, epochs, batch_size, learning_rate, ratio, criterion,
+def prune(model, method, sparsity, schedule, frequency, skip, frozen, epochs, batch_size, learning_rate, ratio, criterion,
           round_to, allocation, latency_ms, macs_target, protect, iterative_steps, block_count, block_names, distill,
           temperature, alpha, lr_schedule, augment, out, force, data_spec, normalization, train_limit, test_limit,
           quiet):
@@ -264,7 +267,7 @@ def prune(model, method, sparsity, schedule, frequency, skip, epochs, batch_size
 
     pruned, report = sp.prune(keras_model, method, ds.x_train, ds.y_train, schedule=schedule, target=sparsity,
                               frequency=frequency, skip_patterns=list(skip) or None, epochs=epochs,
-                              batch_size=batch_size, learning_rate=learning_rate)
+                              batch_size=batch_size, learning_rate=learning_rate, frozen=frozen)
     _save_keras(pruned, out)
     write_json_atomic(out.with_suffix(".sparsity.json"), report.to_dict())
     rows = [[lay.name, lay.kind, f"{lay.weights:,}", f"{lay.sparsity:.1%}", lay.reason or "pruned"]
