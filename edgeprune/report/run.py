@@ -142,6 +142,8 @@ def render_markdown(report: dict) -> str:
               f"input {src['input_shape']}. Data: {report['data']['name']}, {report['data']['train']} train / "
               f"{report['data']['test']} test images. Baseline: {b['epochs']} epochs"
               f"{' (cached)' if b.get('cached') else ''}, Keras accuracy {_pct(b.get('keras_accuracy'))}.", ""]
+    if b.get("convergence"):
+        lines += [b["convergence"][0].upper() + b["convergence"][1:], ""]
     bench = report["recipe"]["bench"]
     lines += ["## Summary", "",
               f"Latency: host, LiteRT with XNNPACK, median of at least {bench['runs']} invokes and "
