@@ -343,13 +343,13 @@ def prune_blocks(model, config: BlockConfig, data=None, fine_tune=None, fine_tun
         n = config.iterative_steps
         targets = [round(config.count * s / n) for s in range(1, n + 1)]
         for step, goal in enumerate(targets, start=1):
-            todo = goal - len(removed)
-            if todo <= 0:
+            missing = goal - len(removed)
+            if missing <= 0:
                 continue
             left = [b for b in find_blocks(current) if b.name not in removed and b.name in info]
             step_scores = score_blocks(current, left, x[:512], config.score)
             scores.update(step_scores)
-            chosen = sorted(left, key=lambda b: step_scores[b.name])[:todo]
+            chosen = sorted(left, key=lambda b: step_scores[b.name])[:missing]
             current = remove_blocks(current, [b.name for b in chosen])
             removed += [b.name for b in chosen]
             if recalibrate_bn:
