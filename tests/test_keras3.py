@@ -13,7 +13,10 @@ import pytest
 from edgeprune._tf import keras as tfk
 from edgeprune._tf import tf
 from edgeprune.errors import InputFileError, ModelError, OutputError, SchemaError
-from edgeprune.keras3 import Keras3Translation, is_keras3_file, load_keras3, save_keras3
+from edgeprune.keras3 import build, detect, plan, reference, verify, weights
+from edgeprune.keras3.detect import is_keras3_file
+from edgeprune.keras3.export import save_keras3
+from edgeprune.keras3.load import Keras3Translation, load_keras3
 
 keras = pytest.importorskip("keras")  # Keras 3 (tf_keras is `tfk`)
 
@@ -97,8 +100,8 @@ def saved(tmp_path_factory):
     """name -> {"model": Keras 3 model, "keras": path, "h5": path}"""
     folder = tmp_path_factory.mktemp("keras3_models")
     out = {}
-    for i, (name, build) in enumerate(BUILDERS.items()):
-        model = randomize(build(), seed=i)
+    for i, (name, builder) in enumerate(BUILDERS.items()):
+        model = randomize(builder(), seed=i)
         paths = {"keras": folder / f"{name}.keras", "h5": folder / f"{name}.h5"}
         model.save(paths["keras"])
         model.save(paths["h5"])
@@ -315,19 +318,17 @@ def test_subclassed_model_is_refused(tmp_path):
 
 def _tamper_and_verify(path, layer_path, atol=1e-4):
     """Run the translation steps by hand, spoil one layer's weights, then check."""
-    from edgeprune import keras3 as k3mod
-
-    source = k3mod._read_source(path)
-    plan, problems = k3mod._plan(source.config)
+    source = detect.read_source(path)
+    model_plan, problems = plan.make_plan(source.config)
     assert not problems
-    reference = k3mod._load_reference(source)
-    built = k3mod._build(plan)
-    k3mod._transfer_k3_to_tfk(plan, reference, built.model)
+    k3_model = reference.load_reference(source)
+    built = build.build_model(model_plan)
+    weights.transfer_k3_to_tfk(model_plan, k3_model, built.model)
     target = built.model
     for part in layer_path.split("/"):
         target = target.get_layer(part)
     target.set_weights([w + 0.5 for w in target.get_weights()])
-    return k3mod._verify(built, reference, 4, atol, path.name)
+    return verify.verify_translation(built, k3_model, 4, atol, path.name)
 
 
 def test_divergence_names_the_first_diverging_layer(saved):
@@ -344,16 +345,14 @@ def test_divergence_inside_a_nested_model_is_located(saved):
 def test_the_check_refuses_beyond_atol_on_check_batch_inputs(saved, monkeypatch):
     """atol sets the bound the check refuses beyond (times the largest |output|), and the check
     runs the Keras 3 model on check_batch inputs."""
-    from edgeprune import keras3 as k3mod
-
     path = saved["sequential_cnn"]["keras"]
     diff, bound, scale = _tamper_and_verify(path, "conv_b", atol=10.0)  # spoiled, yet inside a loose bound
     assert diff > 1e-3 and bound == pytest.approx(10.0 * max(1.0, scale))
     with pytest.raises(ModelError, match="differs from the Keras 3 model"):
         _tamper_and_verify(path, "conv_b", atol=diff / 2 / max(1.0, scale))
     batches = []
-    call = k3mod._call_k3
-    monkeypatch.setattr(k3mod, "_call_k3", lambda model, x: batches.append(len(x)) or call(model, x))
+    call = verify.call_k3
+    monkeypatch.setattr(verify, "call_k3", lambda model, x: batches.append(len(x)) or call(model, x))
     _, info = load_keras3(path, check_batch=3, atol=1e-3)
     assert batches == [3] and info.check_batch == 3
     assert info.tolerance == pytest.approx(1e-3 * max(1.0, info.output_scale))

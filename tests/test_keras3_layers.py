@@ -5,10 +5,11 @@ equal to Keras 3's and go back to Keras 3 equal as well."""
 import numpy as np
 import pytest
 
-from edgeprune import keras3 as k3mod
 from edgeprune._tf import keras as tfk
 from edgeprune._tf import tf
-from edgeprune.keras3 import load_keras3, save_keras3
+from edgeprune.keras3 import detect, plan, rules, verify
+from edgeprune.keras3.export import save_keras3
+from edgeprune.keras3.load import load_keras3
 
 keras = pytest.importorskip("keras")
 L = keras.layers
@@ -214,8 +215,8 @@ def test_tables_are_covered_by_the_zoo(zoo):
 
     for model, _ in zoo.values():
         walk(model)
-    missing_layers = set(k3mod._LAYER_RULES) - classes
-    missing_ops = set(k3mod._tf_ops()) - op_classes
+    missing_layers = set(rules.LAYER_RULES) - classes
+    missing_ops = set(rules.tf_ops()) - op_classes
     assert not missing_layers, missing_layers
     assert not missing_ops, missing_ops
 
@@ -303,7 +304,7 @@ def test_mixed_precision_models_become_float32(tmp_path, fmt):
     path = tmp_path / f"mixed.{fmt}"
     model.save(path)
     translated, info = load_keras3(path)
-    assert info.notes[0] == k3mod.MIXED_PRECISION_NOTE
+    assert info.notes[0] == rules.MIXED_PRECISION_NOTE
     assert info.max_abs_diff <= info.tolerance
     assert {layer.dtype_policy.name for layer in translated.layers} == {"float32"}
     # against the mixed-precision Keras 3 model itself: equal within float16 rounding
@@ -338,9 +339,9 @@ def test_check_inputs_follow_the_models_own_input_scaling(tmp_path):
         x = keras.Input((4,), name="pixels")
         path = tmp_path / f"{name}.keras"
         keras.Model(x, L.Dense(2, name="d")(head(x))).save(path)
-        plan, problems = k3mod._plan(k3mod._read_source(path).config)
+        model_plan, problems = plan.make_plan(detect.read_source(path).config)
         assert not problems
-        _, by_name = k3mod._inputs_for(plan, 64)
+        _, by_name = verify.inputs_for(model_plan, 64)
         expected = {"div": 127.5, "rescale": 255.0, "plain": 1.0}[name]
         assert float(np.std(by_name["pixels"])) == pytest.approx(expected, rel=0.2)
 
