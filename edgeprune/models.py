@@ -1,14 +1,14 @@
 """Models in: tf_keras .keras/.h5 files, SavedModel folders, and built-in architectures by name
-(random weights: nothing downloads). Keras 3 files are detected and handed to edgeprune.keras3."""
+(random weights: nothing downloads). Keras 3 files, told from tf_keras ones by content
+(edgeprune.keras3.detect), are translated by edgeprune.keras3."""
 
 from __future__ import annotations
 
-import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeprune.errors import InputFileError, ModelError
+from edgeprune.keras3.detect import check_name, model_file
 
 BUILTIN_ARCHITECTURES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
 
@@ -26,37 +26,9 @@ class ModelSource:
         return {"kind": self.kind, "path": self.path, "architecture": self.architecture, "details": self.details}
 
 
-def _keras_version_of_zip(path: Path) -> str | None:
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
-            if "metadata.json" in names:
-                return str(json.loads(z.read("metadata.json")).get("keras_version", ""))
-            if "config.json" in names:
-                return ""
-    except (zipfile.BadZipFile, OSError, json.JSONDecodeError, EOFError) as e:
-        raise InputFileError(f"{path} is not a readable .keras file ({type(e).__name__}: {e})",
-                             "the file is corrupt or truncated: save the model again") from None
-    raise InputFileError(f"{path} is a zip file but not a Keras model (no config.json)", "check the file")
-
-
-def _keras_version_of_h5(path: Path) -> str | None:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            v = f.attrs.get("keras_version")
-            if v is None and "model_config" not in f.attrs:
-                raise InputFileError(f"{path} is an HDF5 file without a Keras model config (weights only?)",
-                                     "save the whole model with model.save('model.h5')")
-            return v.decode() if isinstance(v, bytes) else (str(v) if v is not None else None)
-    except OSError as e:
-        raise InputFileError(f"{path} is not a readable .h5 file ({' '.join(str(e).split())[:120]})",
-                             "the file is corrupt or truncated: save the model again") from None
-
-
 def detect_format(path: Path | str) -> str:
-    """'keras' | 'h5' | 'savedmodel' | 'keras3' for a model path; raises InputFileError otherwise."""
+    """'keras' | 'h5' | 'savedmodel' | 'keras3' for a model path, told from the file's content;
+    raises InputFileError otherwise, or when Keras could not read the file under its name."""
     p = Path(path)
     if not p.exists():
         raise InputFileError(f"model file not found: {p}", "check the path, or name a built-in architecture")
@@ -64,17 +36,9 @@ def detect_format(path: Path | str) -> str:
         if (p / "saved_model.pb").is_file():
             return "savedmodel"
         raise InputFileError(f"{p} is a folder but not a SavedModel (no saved_model.pb)", "check the path")
-    suffix = p.suffix.lower()
-    if suffix == ".keras":
-        version = _keras_version_of_zip(p)
-    elif suffix in (".h5", ".hdf5"):
-        version = _keras_version_of_h5(p)
-    else:
-        raise InputFileError(f"{p} has an unknown model file type {suffix or '(none)'}",
-                             "give a .keras or .h5 file or a SavedModel folder")
-    if version and version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 3:
-        return "keras3"
-    return "h5" if suffix in (".h5", ".hdf5") else "keras"
+    file = model_file(p)
+    check_name(file)
+    return file.format
 
 
 def load_model(path: Path | str):

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from edgeprune.keras3 import build, detect, plan, reference, verify, weights
 from edgeprune.keras3.detect import is_keras3_file
 from edgeprune.keras3.export import save_keras3
 from edgeprune.keras3.load import Keras3Translation, load_keras3
+from edgeprune.models import detect_format, load_model
 
 keras = pytest.importorskip("keras")  # Keras 3 (tf_keras is `tfk`)
 
@@ -191,6 +193,60 @@ def test_detects_keras3_files_by_content(saved, tmp_path):
     with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:
         z.writestr("config.json", "{}")
     assert not is_keras3_file(tmp_path / "other.zip")
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_one_detector_tells_keras3_from_tf_keras_by_content_whatever_the_name(tmp_path):
+    """Real Keras 3.11 files (tests/fixtures) and tf_keras files, each also copied under a name that
+    lies: model_file classifies them by content; edgeprune.models asks the same detector, loads a
+    tf_keras .h5 under any name (tf_keras reads HDF5 by content too) and refuses, with the name
+    to give it, a file Keras would open with the wrong reader."""
+    legacy = tfk.Sequential([tfk.Input((3,)), tfk.layers.Dense(2)], name="legacy")
+    legacy.save(tmp_path / "tf_keras.keras")
+    legacy.save(tmp_path / "tf_keras.h5")
+    originals = {
+        FIXTURES / "transfer_learned_k311.keras": ("keras", "3.11.3", "keras3"),
+        FIXTURES / "transfer_learned_k311.h5": ("h5", "3.11.3", "keras3"),
+        tmp_path / "tf_keras.keras": ("keras", tfk.__version__, "keras"),
+        tmp_path / "tf_keras.h5": ("h5", tfk.__version__, "h5"),
+    }
+    for original, (container, version, fmt) in originals.items():
+        lying = "h5" if container == "keras" else "keras"
+        for name in (original.name, f"renamed.{lying}", "renamed.bin", "renamed"):
+            path = original if name == original.name else tmp_path / f"{original.stem}_{container}-{name}"
+            if path != original:
+                path.write_bytes(original.read_bytes())
+            found = detect.model_file(path)
+            assert (found.container, found.keras_version, found.format) == (container, version, fmt), path.name
+            assert is_keras3_file(path) == (fmt == "keras3"), path.name
+            if path == original:
+                assert detect_format(path) == fmt
+            elif container == "h5" and fmt == "h5":  # tf_keras opens HDF5 whatever the name
+                assert detect_format(path) == "h5"
+            else:
+                right = path.with_suffix(".keras" if container == "keras" else ".h5").name
+                with pytest.raises(InputFileError, match=f"rename it to {re.escape(right)}\\.$"):
+                    detect_format(path)
+                if fmt == "keras3":
+                    with pytest.raises(InputFileError, match=f"rename it to {re.escape(right)}\\.$"):
+                        load_keras3(path)
+    loaded, source = load_model(tmp_path / "tf_keras_h5-renamed.keras")
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype("float32")
+    assert source.kind == "file" and np.array_equal(loaded(x).numpy(), legacy(x).numpy())
+
+    # neither archive nor HDF5: refused by what the name promised, as before
+    (tmp_path / "notes.keras").write_text("not a model")
+    (tmp_path / "notes.bin").write_text("not a model")
+    with pytest.raises(InputFileError, match=r"not a readable \.keras file \(BadZipFile"):
+        detect.model_file(tmp_path / "notes.keras")
+    with pytest.raises(InputFileError, match=r"unknown model file type \.bin"):
+        detect.model_file(tmp_path / "notes.bin")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:
+        z.writestr("notes.txt", "no model")
+    with pytest.raises(InputFileError, match=r"unknown model file type \.zip"):
+        detect.model_file(tmp_path / "other.zip")
 
 
 def test_loading_a_non_keras3_file_says_so(tmp_path):
