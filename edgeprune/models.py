@@ -46,14 +46,9 @@ def load_model(path: Path | str):
     p = Path(path)
     fmt = detect_format(p)
     if fmt == "keras3":
-        try:
-            from edgeprune import keras3
-        except ImportError:
-            keras3 = None
-        if keras3 is None or not hasattr(keras3, "load_keras3"):
-            raise ModelError(f"{p} was saved by Keras 3, and TF-MOT prunes only tf_keras (Keras 2) models",
-                             "save it with tf_keras (import tf_keras as keras) and try again")
-        model, info = keras3.load_keras3(p)
+        from edgeprune.keras3.load import load_keras3
+
+        model, info = load_keras3(p)
         check_supported(model)
         return model, ModelSource("keras3", str(p), model.name, info.to_dict())
     from edgeprune._tf import keras
