@@ -37,12 +37,12 @@ def test_bench_run_round_trip_and_refuses_unknown_versions():
         models=[ModelFile("m.tflite", "/x/m.tflite", "ab" * 32, 10, 9)],
     )
     d = json.loads(json.dumps(run.to_dict()))
-    assert d["schema"] == "edgeprune-bench" and d["schema_version"] == 1
+    assert d["schema"] == "edgeprune-bench" and d["schema_version"] == 2
     assert BenchRun.from_dict(d) == run
     d["schema_version"] = 99
     with pytest.raises(SchemaError, match="99"):
         BenchRun.from_dict(d)
-    d["schema_version"] = 1
+    d["schema_version"] = 2
     d["settings"]["thredas"] = [1]
     with pytest.raises(SchemaError, match="thredas"):
         BenchRun.from_dict(d)

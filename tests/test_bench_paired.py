@@ -93,3 +93,191 @@ def test_the_device_runner_and_the_harness_summarize_alike(xs):
     assert set(theirs) == set(ours) - {"source"}
     for k, v in theirs.items():
         assert math.isclose(v, ours[k], rel_tol=1e-12, abs_tol=1e-12), k
+
+
+# --- the harness, end to end -------------------------------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from adb_emulator import AdbEmulator, AdbServer  # noqa: E402
+from conftest import require_tool  # noqa: E402
+from edgeprune.bench import BenchRun, BenchSettings, DeviceSpec, bench_models  # noqa: E402
+from edgeprune.bench.harness import inspect_model  # noqa: E402
+from edgeprune.bench.results import PairedRatio  # noqa: E402
+from edgeprune.errors import EdgepruneError, SchemaError  # noqa: E402
+from sshd_fixture import start_sshd  # noqa: E402
+
+FIX = Path(__file__).parent / "fixtures"
+TINY = FIX / "bench_tiny.tflite"
+WIDE = FIX / "bench_wide.tflite"  # the same network with 4x the channels (make_bench_wide.py)
+PAIRED = BenchSettings(threads=[1], runs=20, warmup=1, min_secs=0.1, paired=True, block_secs=0)
+
+
+@pytest.fixture(scope="module")
+def devices(tmp_path_factory):
+    """The host, the adb emulator (through the real adb client and server) and a real sshd on
+    loopback, as DeviceSpecs."""
+    adb = require_tool("adb")
+    require_tool("ssh")
+    require_tool("sftp")
+    work = tmp_path_factory.mktemp("paired")
+    server = start_sshd(work / "sshd", require_tool("sshd"))
+    old = os.environ.get("ANDROID_ADB_SERVER_PORT")
+    try:
+        with AdbEmulator() as dev, AdbServer(dev, adb=adb) as srv:
+            os.environ["ANDROID_ADB_SERVER_PORT"] = str(srv.port)
+            yield [
+                DeviceSpec(name="host", kind="local", workdir=str(work / "local")),
+                DeviceSpec(name="phone", kind="adb", address=dev.serial, python=sys.executable),
+                DeviceSpec(
+                    name="board",
+                    kind="ssh",
+                    address=server.address,
+                    python=sys.executable,
+                    identity_file=str(server.client_key),
+                    ssh_options=tuple(server.client_options()),
+                    workdir=str(work / "ssh"),
+                ),
+            ]
+    finally:
+        if old is None:
+            os.environ.pop("ANDROID_ADB_SERVER_PORT", None)
+        else:
+            os.environ["ANDROID_ADB_SERVER_PORT"] = old
+        server.stop()
+
+
+def test_paired_on_local_adb_and_ssh_reports_the_wider_model_slower(devices):
+    """The three devices run at once on this host's 2 cores, so their absolute medians are noisy;
+    the ratios, measured side by side in each process, are not."""
+    run = bench_models([TINY, WIDE], devices, PAIRED)
+    assert not run.failures, run.failures
+    assert sorted((r.device, r.model) for r in run.results) == sorted(
+        (d.name, m) for d in devices for m in ("bench_tiny.tflite", "bench_wide.tflite")
+    )
+    for r in run.results:
+        assert r.stats.count == len(r.samples_us) == len(r.sample_blocks) >= 20
+        assert r.memory.kind == "peak_rss_all_models"
+        assert any("timed interleaved" in n for n in r.notes), r.notes
+    for d in devices:
+        tiny, wide = (next(r for r in run.results if (r.device, r.model) == (d.name, m)) for m in
+                      ("bench_tiny.tflite", "bench_wide.tflite"))
+        # every block ran both models, each at least block_runs times
+        for b in set(tiny.sample_blocks) | set(wide.sample_blocks):
+            assert tiny.sample_blocks.count(b) >= 2 and wide.sample_blocks.count(b) >= 2
+        (ratio,) = [q for q in run.ratios if q.device == d.name]
+        assert (ratio.model, ratio.reference, ratio.threads, ratio.method) == (
+            "bench_wide.tflite", "bench_tiny.tflite", 1, "interleaved")
+        assert ratio.target == d.target and ratio.blocks == len(set(tiny.sample_blocks))
+        assert 1 < ratio.low <= ratio.ratio <= ratio.high, ratio
+        assert ratio.speedup < 1 and ratio.speedup_interval == (1 / ratio.high, 1 / ratio.low)
+    again = BenchRun.from_dict(json.loads(json.dumps(run.to_dict())))
+    assert again == run and again.ratios == run.ratios
+
+
+def test_pair_groups_each_have_their_own_reference(tmp_path):
+    """As the pipeline calls it: variants at one input size with their baseline first, and the same
+    variants at another size with theirs; a model in no group is measured alone."""
+    paths = []
+    for name, src in (("a32", TINY), ("b32", WIDE), ("a224", TINY), ("b224", WIDE), ("alone", TINY)):
+        paths.append(tmp_path / f"{name}.tflite")
+        shutil.copy(src, paths[-1])
+    host = DeviceSpec(name="host", kind="local", workdir=str(tmp_path / "w"))
+    s = BenchSettings(threads=[1, 2], runs=10, warmup=1, min_secs=0.05, paired=True, block_secs=0)
+    run = bench_models(paths, [host], s, pair_groups=[[1, 0], [2, 3]])
+    assert not run.failures, run.failures
+    assert len(run.results) == 10
+    pairs = sorted((q.model, q.reference, q.threads) for q in run.ratios)
+    assert pairs == [("a32.tflite", "b32.tflite", 1), ("a32.tflite", "b32.tflite", 2),
+                     ("b224.tflite", "a224.tflite", 1), ("b224.tflite", "a224.tflite", 2)]
+    for q in run.ratios:
+        slower = q.model.startswith("b")
+        assert (q.low > 1) if slower else (q.high < 1), q
+    alone = [r for r in run.results if r.model == "alone.tflite"]
+    assert len(alone) == 2 and not any("paired with" in n for r in alone for n in r.notes)
+    for bad, match in (([[0, 9]], "not an index"), ([[0, 1], [1, 2]], "more than one"), ([[]], "non-empty")):
+        with pytest.raises(EdgepruneError, match=match):
+            bench_models(paths, [host], s, pair_groups=bad)
+    with pytest.raises(EdgepruneError, match="paired"):
+        bench_models(paths, [host], BenchSettings(), pair_groups=[[0, 1]])
+
+
+FAKE_BM = r"""#!/bin/sh
+# stands in for benchmark_model: the wide model takes 2.5x as long, and the device slows by 10 % a
+# round (two invocations per round), so absolute medians drift while the ratio does not
+log="$(dirname "$0")/../argv.log"  # the binary runs from the device's cache folder
+echo "$@" >> "$log"
+round=$(( ($(wc -l < "$log") - 1) / 2 ))
+m=$(( 100000 + 10000 * round ))
+case "$*" in *bench_wide*) m=$(( m * 5 / 2 ));; esac
+echo "INFO: The input model file size (MB): 0.0099"
+echo "INFO: Initialized session in 1.5ms."
+echo "INFO: count=50 first=$m curr=$m min=$m max=$m avg=$m std=0 p5=$m median=$m p95=$m"
+echo "INFO: Inference timings in us: Init: 1500, First inference: $m, Warmup (avg): $m, Inference (avg): $m"
+"""
+
+
+def test_benchmark_model_alternates_whole_invocations_in_rounds(tmp_path):
+    binary = tmp_path / "bin" / "benchmark_model"
+    binary.parent.mkdir()
+    binary.write_text(FAKE_BM)
+    binary.chmod(0o755)
+    host = DeviceSpec(name="host", kind="local", workdir=str(tmp_path / "w"), runner="benchmark_model",
+                      benchmark_model=(("*", str(binary)),))
+    run = bench_models([TINY, WIDE], [host], BenchSettings(threads=[1], runs=3, paired=True))
+    assert not run.failures, run.failures
+    graphs = [next(f for f in c.split() if f.startswith("--graph=")).rsplit("/", 1)[1]
+              for c in (tmp_path / "w" / "argv.log").read_text().splitlines()]
+    assert len(graphs) == 10  # 5 rounds by default when paired: each round runs each model once
+    assert all(sorted(graphs[i:i + 2]) == ["bench_tiny.tflite", "bench_wide.tflite"] for i in range(0, 10, 2))
+    assert graphs[0::2] != ["bench_tiny.tflite"] * 5  # the order within a round is shuffled (seeded)
+    tiny, wide = run.results
+    assert tiny.repeat_medians_us[0] * 1.35 < tiny.repeat_medians_us[-1]  # the drift is there...
+    (q,) = run.ratios
+    assert (q.method, q.blocks, q.model, q.reference) == ("alternating rounds", 5, "bench_wide.tflite",
+                                                          "bench_tiny.tflite")
+    assert q.ratio == q.low == q.high == pytest.approx(2.5)  # ...and cancels in every resampled round
+    assert "cannot interleave" in q.note and any("alternating rounds" in n for n in wide.notes)
+
+
+def test_a_version_1_bench_json_still_loads(tmp_path):
+    """tests/fixtures/bench_v1.json was written by `edgeprune bench` before paired measurement."""
+    raw = json.loads((FIX / "bench_v1.json").read_text())
+    assert raw["schema_version"] == 1
+    run = BenchRun.load(FIX / "bench_v1.json")
+    assert [r.threads for r in run.results] == [1, 2] and run.ratios == []
+    assert run.settings.paired is False and all(r.sample_blocks == [] for r in run.results)
+    assert run.models[0].zero_fraction is None and run.models[0].weights == []
+    now = run.to_dict()
+    assert now["schema_version"] == 2 and BenchRun.from_dict(now) == run
+    with pytest.raises(SchemaError, match="ratios"):
+        BenchRun.from_dict({**raw, "ratios": []})
+    with pytest.raises(SchemaError, match="reads versions 1, 2"):
+        BenchRun.from_dict({**raw, "schema_version": 3})
+
+
+def test_model_files_carry_their_weight_zeros():
+    from edgeprune import tflite_file
+
+    m = inspect_model(WIDE)
+    conv = next(w for w in m.weights if w.name == "model/conv2d_1/Conv2D")
+    assert conv.shape == [64, 3, 3, 32] and conv.size == 18432
+    assert conv.zeros == 9216 and conv.zero_fraction == 0.5  # every other filter zeroed
+    assert all(w.zeros == 0 for w in m.weights if w is not conv)
+    assert m.zero_fraction == pytest.approx(tflite_file.read(WIDE).constant_zero_fraction(), abs=1e-6)
+    # the weights above plus the converter's one shared all-zero 64-element bias (the 32 one is too small)
+    assert m.zero_fraction == pytest.approx((9216 + 64) / (18432 + 576 + 288 + 640 + 864 + 64), abs=1e-6)
+    assert inspect_model(TINY).zero_fraction == 0.0
+
+
+def test_settings_refuse_bad_blocks_and_ratios_bad_methods():
+    with pytest.raises(EdgepruneError, match="block-runs must be a whole number of at least 1, got 0"):
+        BenchSettings(paired=True, block_runs=0)
+    with pytest.raises(EdgepruneError, match="block-secs"):
+        BenchSettings(paired=True, block_secs=-1)
+    with pytest.raises(SchemaError, match="method"):
+        PairedRatio("a", "b", "d", "local", 1, 1.0, 1.0, 1.0, "guessed", 3)

@@ -21,7 +21,16 @@ from edgeprune import progress
 from edgeprune.bench import proc
 from edgeprune.bench.device import DeviceSession, cpu_mask
 from edgeprune.bench.inventory import DeviceSpec, Inventory, resolve_targets
-from edgeprune.bench.results import BenchResult, BenchRun, BenchSettings, DeviceInfo, Failure, ModelFile
+from edgeprune.bench.results import (
+    BenchResult,
+    BenchRun,
+    BenchSettings,
+    DeviceInfo,
+    Failure,
+    ModelFile,
+    PairedRatio,
+    WeightTensor,
+)
 from edgeprune.bench.runners import (
     Combined,
     Measurement,
@@ -29,9 +38,11 @@ from edgeprune.bench.runners import (
     combine,
     command_prefix,
     make_runner,
+    measure_group,
+    paired_note,
 )
-from edgeprune.bench.stats import summarize
-from edgeprune.errors import DeviceError, InputFileError
+from edgeprune.bench.stats import paired_ratio, summarize
+from edgeprune.errors import DeviceError, EdgepruneError, InputFileError
 
 TFLITE_MAGIC = b"TFL3"
 _locks: dict[str, threading.Lock] = {}
@@ -46,7 +57,8 @@ def device_lock(identity: str) -> threading.Lock:
 def inspect_model(path: str | Path) -> ModelFile:
     """Checks that `path` is a readable .tflite flatbuffer whose structure holds together (see
     tflite_file.read) and measures it: bytes, gzip bytes (level 9, a proxy for what compression of
-    the download buys) and sha256."""
+    the download buys), sha256, and the zeros of its weights (the constant-tensor zero fraction
+    and every weight tensor's zeros), so that a report never reads the file again."""
     from edgeprune import tflite_file
 
     p = Path(path)
@@ -63,14 +75,30 @@ def inspect_model(path: str | Path) -> ModelFile:
             f"{p} is not a TFLite model (no TFL3 identifier at byte 4)",
             "export a .tflite first, e.g. with `edgeprune export`",
         )
-    tflite_file.read(data, name=str(p))
+    info = tflite_file.read(data, name=str(p))
     return ModelFile(
         name=p.name,
         path=str(p.resolve()),
         sha256=hashlib.sha256(data).hexdigest(),
         bytes=len(data),
         gzip_bytes=len(gzip.compress(data, compresslevel=9, mtime=0)),
+        zero_fraction=round(info.constant_zero_fraction(), 6),
+        weights=weight_tensors(info),
     )
+
+
+def weight_tensors(info) -> list[WeightTensor]:
+    """The weight tensors of a read .tflite (tflite_file.TFLiteInfo): constant, rank 2 or more,
+    at least 64 elements, with a known zero fraction."""
+    out = []
+    for t in info.tensors:
+        size = 1
+        for d in t.shape:
+            size *= d
+        if not t.is_constant or len(t.shape) < 2 or size < 64 or t.zero_fraction is None:
+            continue
+        out.append(WeightTensor(t.name, t.dtype, list(t.shape), size, round(t.zero_fraction * size), t.sparse))
+    return out
 
 
 def check_models_run(paths: list[str | Path], use_xnnpack: bool = True) -> None:
@@ -165,15 +193,22 @@ class _DeviceOutcome:
     results: list[BenchResult]
     failures: list[Failure]
     overhead_s: float | None
+    ratios: list[PairedRatio] = dataclasses.field(default_factory=list)
 
 
 def _bench_device(
-    spec: DeviceSpec, models: list[ModelFile], settings: BenchSettings, run_id: str
+    spec: DeviceSpec,
+    models: list[ModelFile],
+    settings: BenchSettings,
+    run_id: str,
+    groups: list[tuple[int, ...]],
 ) -> _DeviceOutcome:
     threads = settings.threads or list(spec.threads or [1])
     runner_name = settings.runner or spec.runner or "python"
     rounds = settings.rounds_for(runner_name)
     keys = [(i, t) for i in range(len(models)) for t in threads]
+    units = [(g, t) for g in groups for t in threads]  # one model, or a paired group
+    group_of = {i: g for g in groups for i in g}
     done: dict[tuple[int, int], list[Measurement]] = {k: [] for k in keys}
     started: dict[tuple[int, int], str] = {}
     wall: dict[tuple[int, int], float] = dict.fromkeys(keys, 0.0)
@@ -185,7 +220,7 @@ def _bench_device(
     cooled_s = 0.0
     affinity, mask, cpus, prefix_notes = "", None, [], []
     start = time.monotonic()
-    with progress.task(spec.name, len(keys) * rounds) as task:
+    with progress.task(spec.name, len(units) * rounds) as task:
         lock = device_lock(spec.make_transport().identity)
         if lock.locked():
             task.advance(0, "waiting: another run holds the device")
@@ -210,11 +245,12 @@ def _bench_device(
                 first = True
                 # whole rounds over the matrix, so that the device warming up is spread over every model
                 for r in range(rounds):
-                    for key in keys:
-                        if key in failed:
+                    for group, t in units:
+                        live = [i for i in group if (i, t) not in failed]
+                        if not live:
                             continue
-                        i, t = key
-                        label = f"{models[i].name} x{t}" + (f" round {r + 1}/{rounds}" if rounds > 1 else "")
+                        what = models[live[0]].name if len(group) == 1 else f"{len(live)} models paired"
+                        label = f"{what} x{t}" + (f" round {r + 1}/{rounds}" if rounds > 1 else "")
                         if not first and settings.cooldown_s > 0:
                             task.advance(0, f"cooling down {settings.cooldown_s:g} s")
                             proc.sleep(settings.cooldown_s)
@@ -224,27 +260,33 @@ def _bench_device(
                             waited, hot = _cool_down(session, settings, task)
                             cooled_s += waited
                             if hot is not None:
-                                cool_notes[key] = (
-                                    f"still {hot:.1f} C after waiting {settings.cool_wait_max_s:g} s to cool to "
-                                    f"{settings.cool_to_c:g} C"
-                                )
+                                for i in live:
+                                    cool_notes[(i, t)] = (
+                                        f"still {hot:.1f} C after waiting {settings.cool_wait_max_s:g} s to cool "
+                                        f"to {settings.cool_to_c:g} C"
+                                    )
                         task.advance(0, label)
                         t0 = time.monotonic()
-                        started.setdefault(
-                            key, _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-                        )
+                        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+                        for i in live:
+                            started.setdefault((i, t), now)
                         try:
-                            meas = runner.measure(session, remote[i], t, prefix, settings)
-                        except MeasurementError as e:
-                            failed.add(key)
+                            got, bad = measure_group(runner, session, live, t, remote, prefix, settings, r)
+                        finally:
+                            spent = time.monotonic() - t0
+                            measured_s += spent
+                            for i in live:
+                                wall[(i, t)] += spent / len(live)
+                        for i, e in bad.items():
+                            failed.add((i, t))
                             failures.append(Failure(spec.name, spec.target, e.one_line(), models[i].name, t))
+                        for i, meas in got.items():
+                            done[(i, t)].append(meas)
+                        if not got:
                             task.advance(rounds - r, f"{label} failed")
                             continue
-                        finally:
-                            measured_s += time.monotonic() - t0
-                            wall[key] += time.monotonic() - t0
-                        done[key].append(meas)
-                        task.advance(1, f"{label}: median {meas.median_us / 1000:.3f} ms")
+                        medians = ", ".join(f"{got[i].median_us / 1000:.3f}" for i in live if i in got)
+                        task.advance(1, f"{label}: median{'s' if len(got) > 1 else ''} {medians} ms")
             except DeviceError as e:
                 failures.append(Failure(spec.name, spec.target, e.one_line()))
                 task.advance(0, "failed")
@@ -257,30 +299,82 @@ def _bench_device(
                             spec.name, spec.target, "the run folder may remain on the device: " + e.one_line()
                         )
                     )
-    results = [
-        _result(
-            spec,
-            models[i],
-            t,
-            runner_name,
-            combine(runner_name, done[(i, t)]),
-            rounds,
-            settings,
-            affinity,
-            mask,
-            cpus,
-            prefix_notes + ([cool_notes[(i, t)]] if (i, t) in cool_notes else []),
-            wall[(i, t)],
-            started[(i, t)],
+    results: list[BenchResult] = []
+    by_key: dict[tuple[int, int], BenchResult] = {}
+    for i, t in keys:
+        if not done[(i, t)] or (i, t) in failed:
+            continue
+        notes = prefix_notes + ([cool_notes[(i, t)]] if (i, t) in cool_notes else [])
+        if settings.paired:
+            note = paired_note(runner_name, [models[j].name for j in group_of[i] if j != i], settings)
+            notes += [note] if note else []
+        by_key[(i, t)] = _result(
+                spec,
+                models[i],
+                t,
+                runner_name,
+                combine(runner_name, done[(i, t)]),
+                rounds,
+                settings,
+                affinity,
+                mask,
+                cpus,
+                notes,
+                wall[(i, t)],
+                started[(i, t)],
         )
-        for (i, t) in keys
-        if done[(i, t)] and (i, t) not in failed
-    ]
+        results.append(by_key[(i, t)])
     if info is None:
         info = _unavailable(spec, DeviceError(failures[0].reason if failures else "not probed"))
     total = time.monotonic() - start
     overhead = total - measured_s - cooled_s if results else None
-    return _DeviceOutcome(info, results, failures, overhead)
+    ratios = _ratios(spec, groups, threads, by_key, runner_name, settings) if settings.paired else []
+    return _DeviceOutcome(info, results, failures, overhead, ratios)
+
+
+def _ratios(spec, groups, threads, by_key, runner: str, settings: BenchSettings) -> list[PairedRatio]:
+    """Every model of a paired group against the group's first model, per thread count, where
+    both were measured. The Python runner's samples pair by their blocks; benchmark_model's
+    round medians by their round."""
+    out = []
+    for group in groups:
+        for t in threads:
+            found = [by_key.get((i, t)) for i in group]
+            ref = found[0]
+            if ref is None:
+                continue
+            for res in found[1:]:
+                if res is None:
+                    continue
+                if runner == "benchmark_model":
+                    xs, xb = res.repeat_medians_us, list(range(len(res.repeat_medians_us)))
+                    rs, rb = ref.repeat_medians_us, list(range(len(ref.repeat_medians_us)))
+                    method = "alternating rounds"
+                    note = (
+                        "benchmark_model cannot interleave models in one process: whole invocations alternated, "
+                        "and the ratio is of the medians of the per-round medians, resampled by round"
+                    )
+                else:
+                    xs, xb, rs, rb = res.samples_us, res.sample_blocks, ref.samples_us, ref.sample_blocks
+                    method = "interleaved"
+                    note = "timed interleaved in one process; the ratio is of the medians of every sample"
+                ri = paired_ratio(xs, xb, rs, rb, seed=settings.seed)
+                out.append(
+                    PairedRatio(
+                        model=res.model,
+                        reference=ref.model,
+                        device=spec.name,
+                        target=spec.target,
+                        threads=t,
+                        ratio=ri.ratio,
+                        low=ri.low,
+                        high=ri.high,
+                        method=method,
+                        blocks=ri.blocks,
+                        note=note,
+                    )
+                )
+    return out
 
 
 def _cool_down(session: DeviceSession, settings: BenchSettings, task) -> tuple[float, float | None]:
@@ -366,6 +460,7 @@ def _result(
         notes=notes,
         wall_s=wall,
         started=started,
+        sample_blocks=c.sample_blocks,
     )
 
 
@@ -375,18 +470,29 @@ def bench_models(
     settings: BenchSettings | None = None,
     inventory: Inventory | str | Path | None = None,
     benchmark_model: dict[str, str] | None = None,
+    pair_groups: list[list[int]] | None = None,
 ) -> BenchRun:
     """Benchmarks every .tflite in `paths` on every target (`local`, `adb:SERIAL`,
     `ssh:[user@]host[:port]`, an inventory device name, or a DeviceSpec) and returns one BenchRun.
     Devices run in parallel, one worker each; a device that fails is listed in `failures` and the
     others' results are kept. `benchmark_model` maps ABI -> binary path for every device.
+
+    With settings.paired, the models are measured side by side, on each device and at each thread
+    count, and run.ratios holds each model against its group's reference (PairedRatio).
+    `pair_groups` are groups of indices into `paths`, each measured on its own with its first
+    model as the reference (e.g. variants at one input size with their baseline first, and the
+    same variants at another size); by default one group holds every model, `paths[0]` the
+    reference. A model in no group is measured alone. Groups need settings.paired.
+
     Raises InputFileError for a bad model file (damaged, or one that does not load and run once in
-    LiteRT on this host) and DeviceError for an unknown target, before any device is touched."""
+    LiteRT on this host), EdgepruneError for bad pair_groups and DeviceError for an unknown target,
+    before any device is touched."""
     from edgeprune.bench.inventory import load_inventory
 
     settings = settings or BenchSettings()
     if not paths:
         raise InputFileError("no model to benchmark", "give one or more .tflite files")
+    groups = _pair_groups(len(paths), pair_groups, settings.paired)
     if isinstance(inventory, (str, Path)):
         inventory = load_inventory(inventory)
     models = [inspect_model(p) for p in paths]
@@ -394,7 +500,7 @@ def bench_models(
     check_models_run(paths, settings.use_xnnpack)
     run_id = time.strftime("%Y%m%d-%H%M%S")  # each device session adds its own suffix
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    outcomes = _in_parallel(lambda s: _bench_device(s, models, settings, run_id), specs)
+    outcomes = _in_parallel(lambda s: _bench_device(s, models, settings, run_id, groups), specs)
     run = BenchRun(
         created=created, settings=settings, models=models, host=_host(), edgeprune_version=_version()
     )
@@ -402,9 +508,38 @@ def bench_models(
         run.devices.append(o.info)
         run.results.extend(o.results)
         run.failures.extend(o.failures)
+        run.ratios.extend(o.ratios)
         if o.overhead_s is not None:
             run.overhead_s[o.info.name] = round(o.overhead_s, 3)
     return run
+
+
+def _pair_groups(n: int, pair_groups: list[list[int]] | None, paired: bool) -> list[tuple[int, ...]]:
+    """The measuring units: every model alone, or when paired the groups (default: one of all
+    models) followed by every model no group holds, alone."""
+    if pair_groups is not None and not paired:
+        raise EdgepruneError("pair_groups were given but the settings do not ask for paired measurement",
+                             "set BenchSettings(paired=True)")
+    if not paired:
+        return [(i,) for i in range(n)]
+    if pair_groups is None:
+        return [tuple(range(n))]
+    seen: set[int] = set()
+    groups = []
+    for g in pair_groups:
+        if not isinstance(g, (list, tuple)) or not g:
+            raise EdgepruneError(f"pair group {g!r} is not a non-empty list of model indices",
+                                 f"give lists of indices 0..{n - 1} into the model paths")
+        for i in g:
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n:
+                raise EdgepruneError(f"pair group {list(g)} holds {i!r}, which is not an index of the {n} model(s)",
+                                     f"use indices 0..{n - 1}")
+            if i in seen:
+                raise EdgepruneError(f"model index {i} is in more than one pair group",
+                                     "put each model in at most one group")
+            seen.add(i)
+        groups.append(tuple(g))
+    return groups + [(i,) for i in range(n) if i not in seen]
 
 
 def _host() -> dict[str, str]:

@@ -1,5 +1,9 @@
 """The harness's saved values: typed, immutable where they can be, each with to_dict/from_dict.
-A BenchRun (bench.json) carries a schema name and version; an unknown version is refused."""
+A BenchRun (bench.json) carries a schema name and version; an unknown version is refused.
+
+Version 2 adds paired measurement (BenchSettings.paired, BenchResult.sample_blocks,
+BenchRun.ratios) and what a report needs about each file (ModelFile.zero_fraction, .weights).
+Version 1 files still load: they have no ratios, and their ModelFiles no weight tensors."""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from edgeprune.bench.stats import HOT_C, LatencyStats
 from edgeprune.errors import InputFileError, SchemaError
 
 SCHEMA = "edgeprune-bench"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: every version this edgeprune reads
+READABLE_VERSIONS = (1, 2)
 
 
 def _to_plain(value):
@@ -159,12 +165,38 @@ class MemoryUse(_Plain):
 
 
 @dataclass(frozen=True)
+class WeightTensor(_Plain):
+    """One constant weight tensor of a .tflite file (rank 2 or more, at least 64 elements), as
+    the file holds it. `name` is the converter's tensor name (often several op names joined by
+    ';'); `zeros` counts the elements equal to zero (to the zero point for int8/uint8 with one
+    zero point); `sparse` says the file stores it in its sparse encoding."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    size: int
+    zeros: int
+    sparse: bool = False
+
+    @property
+    def zero_fraction(self) -> float:
+        return self.zeros / self.size if self.size else 0.0
+
+
+@dataclass(frozen=True)
 class ModelFile(_Plain):
+    """A benchmarked file. `zero_fraction` is the zero fraction over its constant tensors of at
+    least 64 elements (tflite_file.TFLiteInfo.constant_zero_fraction) and `weights` its weight
+    tensors, so that reports never need the .tflite again. Files of version 1 runs have neither
+    (None and [])."""
+
     name: str
     path: str
     sha256: str
     bytes: int
     gzip_bytes: int
+    zero_fraction: float | None = None
+    weights: list[WeightTensor] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -173,7 +205,12 @@ class BenchSettings(_Plain):
     that drift in the device's temperature spreads over every model (see rounds_for). `threads` None means each device's own list from the inventory, else [1];
     `affinity` None means the device's own (inventory, else `big` on Android and `all`
     elsewhere); `runner` None means the device's runner from the inventory, else the Python
-    runner. What was really used is recorded in every BenchResult."""
+    runner. What was really used is recorded in every BenchResult.
+
+    `paired` measures the models of a device and thread count together (see PairedRatio): the
+    Python runner loads them in one process and times them in blocks, each block running every
+    model in a shuffled order for at least `block_runs` invokes and `block_secs` seconds;
+    benchmark_model alternates whole invocations, one per model per round."""
 
     threads: list[int] | None = None
     runs: int = 50
@@ -191,13 +228,19 @@ class BenchSettings(_Plain):
     peak_memory: bool = False  # benchmark_model --report_peak_memory_footprint (a sampling thread)
     cool_to_c: float | None = None  # before each run, wait until the hottest zone is at most this
     cool_wait_max_s: float = 300.0
+    paired: bool = False
+    block_runs: int = 2
+    block_secs: float = 0.01
 
     def rounds_for(self, runner: str) -> int:
         """How many rounds over the model x threads matrix: `repeats`, else 3 for benchmark_model
-        (its only source of spread) and 1 for the Python runner (raw samples carry the spread)."""
+        (its only source of spread; 5 when paired, since its rounds are the blocks a paired
+        ratio is resampled from) and 1 for the Python runner (raw samples carry the spread)."""
         if self.repeats is not None:
             return self.repeats
-        return 3 if runner == "benchmark_model" else 1
+        if runner == "benchmark_model":
+            return 5 if self.paired else 3
+        return 1
 
     def __post_init__(self):
         from edgeprune.errors import EdgepruneError
@@ -224,6 +267,16 @@ class BenchSettings(_Plain):
         if self.cool_to_c is not None and not 0 < self.cool_to_c < 150:
             raise EdgepruneError(
                 f"cool-to must be a temperature in C between 0 and 150, got {self.cool_to_c}"
+            )
+        if isinstance(self.block_runs, bool) or not isinstance(self.block_runs, int) or self.block_runs < 1:
+            raise EdgepruneError(
+                f"block-runs must be a whole number of at least 1, got {self.block_runs!r}",
+                "it is how many invokes of each model a paired block holds, e.g. --block-runs 2",
+            )
+        if not 0 <= self.block_secs <= 60:
+            raise EdgepruneError(
+                f"block-secs must be between 0 and 60 seconds, got {self.block_secs!r}",
+                "it is how long each model runs at least in a paired block, e.g. 0.01",
             )
         if self.runner not in (None, "python", "benchmark_model"):
             raise EdgepruneError(f"unknown runner '{self.runner}'", "use python or benchmark_model")
@@ -261,6 +314,50 @@ class BenchResult(_Plain):
     notes: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     started: str = ""  # UTC, ISO 8601 with milliseconds: when the runner command was sent
+    # paired Python runner: the block of every sample (same order as samples_us), numbered across
+    # rounds; empty otherwise
+    sample_blocks: list[int] = field(default_factory=list)
+
+
+PAIRED_METHODS = ("interleaved", "alternating rounds")
+
+
+@dataclass(frozen=True)
+class PairedRatio(_Plain):
+    """`model` against `reference` (file names, as BenchResult.model), both measured together on
+    one device at one thread count: ratio = median latency of model / median of reference
+    (> 1: the model is slower; its speed-up is 1 / ratio), with the percentile-bootstrap interval
+    [low, high] (95 %) from resampling `blocks` blocks, the same ones for both models.
+
+    `method` "interleaved": the Python runner held both in one process and timed them in
+    randomised blocks of a few invokes; the medians are over every sample. "alternating rounds":
+    benchmark_model cannot hold two models, so whole invocations alternate (one per model per
+    round, in a shuffled order); each round is a block and the medians are over the rounds'
+    medians. `note` says so in words."""
+
+    model: str
+    reference: str
+    device: str
+    target: str
+    threads: int
+    ratio: float
+    low: float
+    high: float
+    method: str
+    blocks: int
+    note: str = ""
+
+    @property
+    def speedup(self) -> float:
+        return 1.0 / self.ratio
+
+    @property
+    def speedup_interval(self) -> tuple[float, float]:
+        return 1.0 / self.high, 1.0 / self.low
+
+    def __post_init__(self):
+        if self.method not in PAIRED_METHODS:
+            raise SchemaError(f"paired ratio method {self.method!r} is unknown", f"expected one of {PAIRED_METHODS}")
 
 
 @dataclass(frozen=True)
@@ -285,6 +382,7 @@ class BenchRun(_Plain):
     host: dict[str, str] = field(default_factory=dict)
     edgeprune_version: str = ""
     overhead_s: dict[str, float] = field(default_factory=dict)
+    ratios: list[PairedRatio] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **_to_plain(self)}
@@ -297,12 +395,15 @@ class BenchRun(_Plain):
                 f"expected schema '{SCHEMA}'",
             )
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
             raise SchemaError(
                 f"bench result schema version {version!r} is not supported",
-                f"this edgeprune reads version {SCHEMA_VERSION}; use the edgeprune that wrote it",
+                f"this edgeprune reads versions {', '.join(map(str, READABLE_VERSIONS))}; use the edgeprune "
+                "that wrote it",
             )
         body = {k: v for k, v in d.items() if k not in ("schema", "schema_version")}
+        if version == 1 and "ratios" in body:
+            raise SchemaError("a version 1 bench result holds 'ratios', which came in version 2")
         return _from_plain(cls, body, "bench")
 
     @classmethod

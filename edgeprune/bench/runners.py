@@ -9,11 +9,16 @@ mask, and return a Measurement.
 
 A Measurement is one invocation. The harness runs `repeats` rounds over the whole model x threads
 matrix and `combine` merges a key's rounds: pooled samples for the Python runner, the statistics
-of the per-round medians for benchmark_model (its only source of spread)."""
+of the per-round medians for benchmark_model (its only source of spread).
+
+Paired (BenchSettings.paired): PythonRunner.measure_paired runs the runner once with several
+models, which it times side by side in blocks, and returns one Measurement per model, each sample
+with its block. benchmark_model cannot do that: the harness alternates its whole invocations."""
 
 from __future__ import annotations
 
 import json
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +39,12 @@ BINARIES_HINT = (
 
 
 class MeasurementError(DeviceError):
-    """One model x thread count could not be measured; the device itself is fine."""
+    """One model x thread count could not be measured; the device itself is fine. `model` is the
+    remote path of the model at fault when the runner names one (a paired invocation)."""
+
+    def __init__(self, message: str, hint: str | None = None, model: str | None = None):
+        super().__init__(message, hint)
+        self.model = model
 
 
 @dataclass
@@ -52,6 +62,9 @@ class Measurement:
     notes: list[str] = field(default_factory=list)
     thermal_before: ThermalState | None = None
     thermal_after: ThermalState | None = None
+    sample_blocks: list[int] = field(default_factory=list)  # paired: the block of every sample
+    blocks: int = 0  # paired: how many blocks the invocation ran
+    wall_s: float | None = None  # paired: the invocation's timing wall time (shared by its models)
 
 
 @dataclass
@@ -68,15 +81,24 @@ class Combined:
     memory: MemoryUse | None
     notes: list[str]
     thermal: list[ThermalState]
+    sample_blocks: list[int] = field(default_factory=list)
 
 
 def combine(runner: str, rounds: list[Measurement]) -> Combined:
     """Python runner: statistics over every round's samples pooled. benchmark_model: statistics of
-    the per-round medians (source "repeats"). Memory is the highest any round measured."""
+    the per-round medians (source "repeats"). Memory is the highest any round measured. Paired
+    rounds' block numbers are shifted so that they count on across rounds (round r's blocks
+    follow round r - 1's): the models of one paired invocation share its blocks, so their
+    numbering stays the same."""
     if not rounds:
         raise ValueError("combine needs at least one measurement")
     medians = [m.median_us for m in rounds]
     samples = [x for m in rounds for x in m.samples_us]
+    blocks: list[int] = []
+    offset = 0
+    for m in rounds:
+        blocks += [b + offset for b in m.sample_blocks]
+        offset += m.blocks
     notes = list(dict.fromkeys(n for m in rounds for n in m.notes))
     if runner == "benchmark_model":
         stats = summarize(medians, "repeats")
@@ -96,12 +118,13 @@ def combine(runner: str, rounds: list[Measurement]) -> Combined:
         memory=max(mems, key=lambda m: m.mb) if mems else rounds[-1].memory,
         notes=notes,
         thermal=[t for m in rounds for t in (m.thermal_before, m.thermal_after) if t is not None],
+        sample_blocks=blocks if len(blocks) == len(samples) else [],
     )
 
 
-def run_timeout(settings: BenchSettings) -> float:
-    """A bound for one runner invocation: loading, warm-up and at most max_secs of runs."""
-    return settings.max_secs * 1.5 + 120.0
+def run_timeout(settings: BenchSettings, models: int = 1) -> float:
+    """A bound for one runner invocation: loading, warm-up and at most max_secs of runs per model."""
+    return settings.max_secs * models * 1.5 + 60.0 + 60.0 * models
 
 
 def command_prefix(session: DeviceSession, mask: str | None, all_mask: str) -> tuple[list[str], list[str]]:
@@ -194,12 +217,13 @@ class PythonRunner(Runner):
             )
         self.remote_script, self.script_sha = session.cached(RUNNER_FILE)
 
-    def measure(self, session, remote_model, threads, prefix, settings) -> Measurement:
+    def _argv(self, session, models: list[str], threads: int, prefix: list[str], settings, paired: bool) -> list[str]:
         argv = [
             *prefix,
             session.python,
             self.remote_script,
-            remote_model,
+            *(["--paired"] if paired else []),
+            *models,
             "--threads",
             str(threads),
             "--runs",
@@ -213,9 +237,16 @@ class PythonRunner(Runner):
             "--seed",
             str(settings.seed),
         ]
+        if paired:
+            argv += ["--block-runs", str(settings.block_runs), "--block-secs", f"{settings.block_secs:g}"]
         if not settings.use_xnnpack:
             argv.append("--no-xnnpack")
-        r, before, after = session.run_measured(argv, run_timeout(settings))
+        return argv
+
+    def _run(self, session, models, threads, prefix, settings, paired) -> tuple[dict, ThermalState, ThermalState]:
+        r, before, after = session.run_measured(
+            self._argv(session, models, threads, prefix, settings, paired), run_timeout(settings, len(models))
+        )
         data = _last_json(r.stdout)
         if data is None:
             raise MeasurementError(
@@ -223,26 +254,31 @@ class PythonRunner(Runner):
                 f"{r.tail() or 'no output'}"
             )
         if "error" in data:
-            raise MeasurementError(f"{session.label}: {data['error']}")
+            raise MeasurementError(f"{session.label}: {data['error']}", model=data.get("model"))
         if r.returncode != 0:
             raise MeasurementError(
                 f"{session.label}: the Python runner failed (exit code {r.returncode}): {r.tail()}"
             )
-        samples = [round(float(x), 3) for x in data["samples_us"]]  # ns resolution keeps bench.json small
+        return data, before, after
+
+    def _detail(self, data: dict) -> dict[str, str | None]:
+        return {
+            "runner_version": str(data.get("runner_version")),
+            "runner_sha256": self.script_sha,
+            "runtime": data.get("runtime"),
+            "runtime_version": data.get("runtime_version"),
+            "python": data.get("python"),
+            "machine": data.get("machine"),
+        }
+
+    def measure(self, session, remote_model, threads, prefix, settings) -> Measurement:
+        data, before, after = self._run(session, [remote_model], threads, prefix, settings, False)
+        samples = _samples(session, data)
         mem = data.get("memory") or {}
-        if not samples:
-            raise MeasurementError(f"{session.label}: the Python runner returned no samples")
         return Measurement(
             median_us=summarize(samples).median_us,
             samples_us=samples,
-            runner_detail={
-                "runner_version": str(data.get("runner_version")),
-                "runner_sha256": self.script_sha,
-                "runtime": data.get("runtime"),
-                "runtime_version": data.get("runtime_version"),
-                "python": data.get("python"),
-                "machine": data.get("machine"),
-            },
+            runner_detail=self._detail(data),
             init_us=data.get("init_us"),
             first_us=data.get("first_us"),
             memory=MemoryUse(
@@ -254,6 +290,54 @@ class PythonRunner(Runner):
             thermal_before=before,
             thermal_after=after,
         )
+
+    def measure_paired(self, session, remote_models: list[str], threads, prefix, settings) -> list[Measurement]:
+        """One runner invocation timing every model side by side in blocks; one Measurement per
+        model, in the order given. A model that does not load or run fails the invocation with
+        MeasurementError.model naming its remote path."""
+        data, before, after = self._run(session, remote_models, threads, prefix, settings, True)
+        return self._paired_measurements(session, data, before, after, len(remote_models))
+
+    def _paired_measurements(self, session, data, before, after, n: int) -> list[Measurement]:
+        models = data.get("models")
+        if data.get("mode") != "paired" or not isinstance(models, list) or len(models) != n:
+            raise MeasurementError(f"{session.label}: the Python runner's paired output is not what was asked for")
+        mem = data.get("memory") or {}
+        memory = MemoryUse(
+            kind="peak_rss_all_models",
+            mb=mem.get("peak_rss_mb"),
+            label=f"peak RSS of the paired Python runner process, which held all {n} model(s) at once",
+            details={"peak_rss_delta_mb": mem.get("peak_rss_delta_mb")},
+        )
+        out = []
+        for m in models:
+            samples = _samples(session, m)
+            blocks = [int(b) for b in m.get("blocks", [])]
+            if len(blocks) != len(samples):
+                raise MeasurementError(f"{session.label}: the Python runner gave samples without their blocks")
+            out.append(
+                Measurement(
+                    median_us=summarize(samples).median_us,
+                    samples_us=samples,
+                    runner_detail=self._detail(data),
+                    init_us=m.get("init_us"),
+                    first_us=m.get("first_us"),
+                    memory=memory,
+                    thermal_before=before,
+                    thermal_after=after,
+                    sample_blocks=blocks,
+                    blocks=int(data.get("blocks", 0)),
+                    wall_s=data.get("wall_s"),
+                )
+            )
+        return out
+
+
+def _samples(session, data: dict) -> list[float]:
+    samples = [round(float(x), 3) for x in data.get("samples_us") or []]  # ns resolution keeps bench.json small
+    if not samples:
+        raise MeasurementError(f"{session.label}: the Python runner returned no samples")
+    return samples
 
 
 def _last_json(text: str) -> dict | None:
@@ -368,6 +452,55 @@ class BenchmarkModelRunner(Runner):
             thermal_before=before,
             thermal_after=after,
         )
+
+
+def measure_group(runner, session, live, t, remote, prefix, settings: BenchSettings, r: int):
+    """Measures the models `live` (indices) at `t` threads, once: one model alone when not
+    paired; else the Python runner times them side by side in one invocation (a model the
+    runner names as failing is dropped and the others measured again) and benchmark_model runs
+    them one after the other in a shuffled order (seeded by the settings' seed, the round and
+    the group). Returns ({index: Measurement}, {index: MeasurementError})."""
+    got: dict[int, Measurement] = {}
+    bad: dict[int, MeasurementError] = {}
+    if not settings.paired or runner.name == "benchmark_model":
+        order = list(live)
+        if settings.paired:
+            random.Random(f"{settings.seed}:{r}:{t}:{order}").shuffle(order)
+        for i in order:
+            try:
+                got[i] = runner.measure(session, remote[i], t, prefix, settings)
+            except MeasurementError as e:
+                bad[i] = e
+        return got, bad
+    todo = list(live)
+    while todo:
+        try:
+            got.update(zip(todo, runner.measure_paired(session, [remote[i] for i in todo], t, prefix, settings)))
+            break
+        except MeasurementError as e:
+            at_fault = [i for i in todo if e.model is not None and e.model == remote[i]]
+            if not at_fault:
+                bad.update(dict.fromkeys(todo, e))
+                break
+            bad[at_fault[0]] = e
+            todo.remove(at_fault[0])
+    return got, bad
+
+
+def paired_note(runner: str, others: list[str], s: BenchSettings) -> str:
+    """What a paired BenchResult says about how it was measured with `others` (file names)."""
+    if not others:
+        return ""
+    with_ = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    if runner == "benchmark_model":
+        return (
+            f"paired with {with_} in alternating rounds: benchmark_model cannot hold several models, so whole "
+            "invocations alternated, one per model per round in a shuffled order"
+        )
+    return (
+        f"paired with {with_}: all loaded in one process and timed interleaved, in blocks of at least "
+        f"{s.block_runs} invoke(s) and {s.block_secs:g} s per model, in a shuffled order"
+    )
 
 
 def make_runner(name: str) -> Runner:
