@@ -281,3 +281,23 @@ def test_settings_refuse_bad_blocks_and_ratios_bad_methods():
         BenchSettings(paired=True, block_secs=-1)
     with pytest.raises(SchemaError, match="method"):
         PairedRatio("a", "b", "d", "local", 1, 1.0, 1.0, 1.0, "guessed", 3)
+
+
+def test_cli_bench_paired_writes_the_ratios_and_prints_the_speedups(cli_run, tmp_path):
+    out = tmp_path / "run"
+    env = {"TMPDIR": str(tmp_path)}  # the host's work folder (and its device lock) are the test's own
+    r = cli_run("bench", WIDE, TINY, "--paired", "--runs", "10", "--warmup", "1", "--min-secs", "0.1",
+                "--block-runs", "3", "--out", out, env=env)
+    assert r.returncode == 0, r.stderr
+    run = BenchRun.load(out / "bench.json")
+    assert json.loads((out / "bench.json").read_text())["schema_version"] == 2
+    assert run.settings.paired and run.settings.block_runs == 3
+    (q,) = run.ratios
+    assert (q.model, q.reference, q.method) == ("bench_tiny.tflite", "bench_wide.tflite", "interleaved")
+    assert q.high < 1  # the tiny model is faster than the reference
+    lo, hi = q.speedup_interval
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("bench_tiny.tflite vs bench_wide.tflite"))
+    assert f"speed-up {q.speedup:.3f}x [{lo:.3f}-{hi:.3f}]" in line and "faster" in line and "interleaved" in line
+    one = cli_run("bench", TINY, "--paired", "--out", tmp_path / "one", env=env)
+    assert one.returncode == 2 and one.stderr.count("\n") == 1 and "give two or more" in one.stderr
+    assert not (tmp_path / "one").exists()

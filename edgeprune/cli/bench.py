@@ -196,6 +196,19 @@ def _print_devices(infos) -> None:
 )
 @click.option("--runner", type=click.Choice(["python", "benchmark_model"]), help="[inventory, else python]")
 @click.option(
+    "--paired",
+    is_flag=True,
+    help="Measure the models side by side and report each one's speed-up against the first, with a 95% "
+    "interval: the Python runner interleaves them in one process, benchmark_model alternates whole runs.",
+)
+@click.option(
+    "--block-runs",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With --paired: invokes of each model per block (the Python runner).",
+)
+@click.option(
     "--affinity",
     metavar="big|little|prime|all|MASK",
     help="CPU affinity [inventory, else big on Android, all].",
@@ -234,6 +247,8 @@ def bench(
     cooldown,
     repeats,
     runner,
+    paired,
+    block_runs,
     affinity,
     cool_to,
     no_xnnpack,
@@ -249,6 +264,7 @@ def bench(
     \b
     edgeprune bench a.tflite b.tflite --target local --target adb:R58M123 --threads 1,4
     edgeprune bench a.tflite --inventory devices.toml --runs 100 --min-secs 5 --cooldown 10
+    edgeprune bench base.tflite pruned.tflite int8.tflite --paired --target adb:R58M123
     """
     from edgeprune.bench import BenchSettings, bench_models, load_inventory, write_run
     from edgeprune.bench.report import check_out_dir, render_md
@@ -260,7 +276,13 @@ def bench(
             raise click.BadParameter(
                 f"'{affinity}' is not big, little, prime, all or a hex mask", param_hint="--affinity"
             )
+    if paired and len(models) < 2:
+        raise click.BadParameter(
+            "--paired compares models with the first one: give two or more", param_hint="MODELS"
+        )
     settings = BenchSettings(
+        paired=paired,
+        block_runs=block_runs,
         threads=threads,
         runs=runs,
         warmup=warmup,
@@ -285,6 +307,8 @@ def bench(
         raise DeviceError("nothing was measured, so nothing was written: " + " ".join(_reasons(run.failures)))
     paths = write_run(run, out_dir, force)
     click.echo(render_md(run))
+    for line in paired_lines(run):
+        click.echo(line)
     click.echo(f"wrote {paths['bench.json']}, {paths['bench.md'].name}, {paths['bench.csv'].name}")
     if run.failures:
         raise DeviceError(
@@ -292,6 +316,22 @@ def bench(
             f"the other results are in {out_dir}",
         )
     return 0
+
+
+def paired_lines(run) -> list[str]:
+    """One line per paired ratio: the model's speed-up against the reference (1 / ratio) with its
+    95 % interval, where and how it was measured."""
+    if not run.ratios:
+        return []
+    lines = ["", "Paired speed-ups (reference time / model time, 95 % interval from resampled blocks):"]
+    for q in run.ratios:
+        lo, hi = q.speedup_interval
+        than = f"{q.ratio:.2f}x slower" if q.ratio >= 1 else f"{q.speedup:.2f}x faster"
+        lines.append(
+            f"  {q.model} vs {q.reference} on {q.device} x{q.threads}: speed-up {q.speedup:.3f}x "
+            f"[{lo:.3f}-{hi:.3f}] ({than}), {q.method}, {q.blocks} block(s)"
+        )
+    return lines
 
 
 def _reasons(failures) -> list[str]:
