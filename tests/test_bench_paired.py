@@ -39,6 +39,9 @@ def test_paired_ratio_against_a_hand_enumeration_of_three_blocks():
             np.median([x for b in draw for x in MOD[b]]) / np.median([x for b in draw for x in REF[b]])
         )
     assert (min(enumerated), max(enumerated)) == pytest.approx((r.low, r.high))
+    # halves in block order: {0}: 23 / 11; {1, 2}: median(30 34 23 25) = 27.5 over median(20 22 11 13) = 16.5
+    assert r.halves == pytest.approx((23 / 11, 5 / 3))
+    assert r.drift == pytest.approx(1 - (5 / 3) / (23 / 11))
 
 
 def _numpy_bootstrap(ms, mb, rs, rb, resamples, seed):
@@ -207,13 +210,14 @@ def test_pair_groups_each_have_their_own_reference(tmp_path):
 
 
 FAKE_BM = r"""#!/bin/sh
-# stands in for benchmark_model: the wide model takes 2.5x as long, and the device slows by 10 % a
-# round (two invocations per round), so absolute medians drift while the ratio does not
+# stands in for benchmark_model: the wide model takes 2.5x as long (from round LATE on, WIDE_LATE
+# tenths), and the device slows by 10 % a round (two invocations per round), so absolute medians
+# drift while the ratio does not
 log="$(dirname "$0")/../argv.log"  # the binary runs from the device's cache folder
 echo "$@" >> "$log"
 round=$(( ($(wc -l < "$log") - 1) / 2 ))
 m=$(( 100000 + 10000 * round ))
-case "$*" in *bench_wide*) m=$(( m * 5 / 2 ));; esac
+case "$*" in *bench_wide*) if [ $round -ge LATE ]; then m=$(( m * WIDE_LATE / 10 )); else m=$(( m * 5 / 2 )); fi;; esac
 echo "INFO: The input model file size (MB): 0.0099"
 echo "INFO: Initialized session in 1.5ms."
 echo "INFO: count=50 first=$m curr=$m min=$m max=$m avg=$m std=0 p5=$m median=$m p95=$m"
@@ -221,13 +225,17 @@ echo "INFO: Inference timings in us: Init: 1500, First inference: $m, Warmup (av
 """
 
 
-def test_benchmark_model_alternates_whole_invocations_in_rounds(tmp_path):
+def _fake_device(tmp_path, late=99, wide_late=25):
     binary = tmp_path / "bin" / "benchmark_model"
     binary.parent.mkdir()
-    binary.write_text(FAKE_BM)
+    binary.write_text(FAKE_BM.replace("WIDE_LATE", str(wide_late)).replace("LATE", str(late)))
     binary.chmod(0o755)
-    host = DeviceSpec(name="host", kind="local", workdir=str(tmp_path / "w"), runner="benchmark_model",
+    return DeviceSpec(name="host", kind="local", workdir=str(tmp_path / "w"), runner="benchmark_model",
                       benchmark_model=(("*", str(binary)),))
+
+
+def test_benchmark_model_alternates_whole_invocations_in_rounds(tmp_path):
+    host = _fake_device(tmp_path)
     run = bench_models([TINY, WIDE], [host], BenchSettings(threads=[1], runs=3, paired=True))
     assert not run.failures, run.failures
     graphs = [next(f for f in c.split() if f.startswith("--graph=")).rsplit("/", 1)[1]
@@ -242,6 +250,17 @@ def test_benchmark_model_alternates_whole_invocations_in_rounds(tmp_path):
                                                           "bench_tiny.tflite")
     assert q.ratio == q.low == q.high == pytest.approx(2.5)  # ...and cancels in every resampled round
     assert "cannot interleave" in q.note and any("alternating rounds" in n for n in wide.notes)
+    assert q.halves == [2.5, 2.5] and q.flags == []
+
+
+def test_a_ratio_that_moves_during_the_run_is_flagged(tmp_path):
+    """Load that slows one model more than the other (contention for the caches hits a long,
+    memory-bound model hardest) does not cancel: the halves of the blocks disagree."""
+    run = bench_models([TINY, WIDE], [_fake_device(tmp_path, late=2, wide_late=30)],
+                       BenchSettings(threads=[1], runs=3, paired=True))
+    (q,) = run.ratios
+    assert q.halves == [2.5, 3.0] and q.flags == ["unstable_ratio"]
+    assert "moved from 2.500 in the first half of the blocks to 3.000" in q.note
 
 
 def test_a_version_1_bench_json_still_loads(tmp_path):

@@ -41,7 +41,7 @@ from edgeprune.bench.runners import (
     measure_group,
     paired_note,
 )
-from edgeprune.bench.stats import paired_ratio, summarize
+from edgeprune.bench.stats import RATIO_DRIFT, paired_ratio, summarize
 from edgeprune.errors import DeviceError, EdgepruneError, InputFileError
 
 TFLITE_MAGIC = b"TFL3"
@@ -359,6 +359,12 @@ def _ratios(spec, groups, threads, by_key, runner: str, settings: BenchSettings)
                     method = "interleaved"
                     note = "timed interleaved in one process; the ratio is of the medians of every sample"
                 ri = paired_ratio(xs, xb, rs, rb, seed=settings.seed)
+                flags = ["unstable_ratio"] if ri.drift > RATIO_DRIFT else []
+                if flags:
+                    note += (
+                        f"; the ratio moved from {ri.halves[0]:.3f} in the first half of the blocks to "
+                        f"{ri.halves[1]:.3f} in the second: the load changed in a way that did not hit both alike"
+                    )
                 out.append(
                     PairedRatio(
                         model=res.model,
@@ -372,6 +378,8 @@ def _ratios(spec, groups, threads, by_key, runner: str, settings: BenchSettings)
                         method=method,
                         blocks=ri.blocks,
                         note=note,
+                        halves=list(ri.halves or ()),
+                        flags=flags,
                     )
                 )
     return out

@@ -333,7 +333,11 @@ class PairedRatio(_Plain):
     randomised blocks of a few invokes; the medians are over every sample. "alternating rounds":
     benchmark_model cannot hold two models, so whole invocations alternate (one per model per
     round, in a shuffled order); each round is a block and the medians are over the rounds'
-    medians. `note` says so in words."""
+    medians. `note` says so in words.
+
+    `halves` holds the ratio over the first and over the second half of the blocks; `flags` has
+    "unstable_ratio" when they differ by more than stats.RATIO_DRIFT: the load changed during the
+    run in a way that did not hit both models alike, so the ratio is not to be trusted either."""
 
     model: str
     reference: str
@@ -346,6 +350,8 @@ class PairedRatio(_Plain):
     method: str
     blocks: int
     note: str = ""
+    halves: list[float] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
 
     @property
     def speedup(self) -> float:

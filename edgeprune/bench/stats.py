@@ -20,6 +20,10 @@ HOT_C = 80.0
 #: bootstrap resamples of a paired ratio, and the interval's confidence
 RESAMPLES = 2000
 CONFIDENCE = 0.95
+#: a paired ratio whose first and second halves of blocks differ by more than this is flagged
+#: `unstable_ratio`: the change during the run did not hit both models alike (for example
+#: contention for the CPU or its caches slows a long, memory-bound invoke more than a short one)
+RATIO_DRIFT = 0.03
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,9 @@ def summarize(samples_us: list[float], source: str = "samples") -> LatencyStats:
 @dataclass(frozen=True)
 class RatioInterval:
     """median(model) / median(reference) (> 1: the model is slower) and its percentile-bootstrap
-    interval over `blocks` blocks (the blocks both models have samples in)."""
+    interval over `blocks` blocks (the blocks both models have samples in). `halves` are the
+    same ratio over the first and the second half of the blocks (in block order), None with a
+    single block: far apart, they say the ratio itself moved during the run."""
 
     ratio: float
     low: float
@@ -90,6 +96,12 @@ class RatioInterval:
     blocks: int
     resamples: int
     confidence: float
+    halves: tuple[float, float] | None = None
+
+    @property
+    def drift(self) -> float:
+        """|second half / first half - 1|, 0.0 without halves."""
+        return abs(self.halves[1] / self.halves[0] - 1) if self.halves else 0.0
 
 
 def _by_block(samples: list[float], blocks: list[int], keep: set[int]) -> tuple[list[float], list[int]]:
@@ -151,6 +163,11 @@ def paired_ratio(
     k = len(common)
     if k == 1:
         return RatioInterval(ratio, ratio, ratio, 1, 0, confidence)
+    halves = []
+    for part in (set(common[: k // 2]), set(common[k // 2 :])):
+        a = [x for x, b in zip(xs, xb) if b in part]
+        r = [x for x, b in zip(rs, rb) if b in part]
+        halves.append(percentile(sorted(a), 50) / percentile(sorted(r), 50))
     pos = {b: i for i, b in enumerate(common)}
     x_pos = np.array([pos[b] for b in xb])
     r_pos = np.array([pos[b] for b in rb])
@@ -164,4 +181,6 @@ def paired_ratio(
         ratios.append(_weighted_medians(xs, x_pos, counts) / _weighted_medians(rs, r_pos, counts))
     boot = sorted(float(r) for r in np.concatenate(ratios))
     tail = (1 - confidence) / 2 * 100
-    return RatioInterval(ratio, percentile(boot, tail), percentile(boot, 100 - tail), k, resamples, confidence)
+    return RatioInterval(
+        ratio, percentile(boot, tail), percentile(boot, 100 - tail), k, resamples, confidence, tuple(halves)
+    )

@@ -330,6 +330,12 @@ def paired_lines(run) -> list[str]:
         lines.append(
             f"  {q.model} vs {q.reference} on {q.device} x{q.threads}: speed-up {q.speedup:.3f}x "
             f"[{lo:.3f}-{hi:.3f}] ({than}), {q.method}, {q.blocks} block(s)"
+            + (
+                f"; UNSTABLE: {1 / q.halves[0]:.3f}x in the first half of the blocks, {1 / q.halves[1]:.3f}x "
+                "in the second"
+                if "unstable_ratio" in q.flags
+                else ""
+            )
         )
     return lines
 
