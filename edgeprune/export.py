@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -65,12 +64,6 @@ def convert(model, mode: str = "float32", representative: np.ndarray | None = No
 
 def gzip_size(data: bytes) -> int:
     return len(gzip.compress(data, compresslevel=9))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    from edgeprune.runfolder import write_bytes_atomic
-
-    write_bytes_atomic(path, data)
 
 
 class TFLiteModel:

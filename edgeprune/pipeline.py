@@ -1,6 +1,9 @@
 """The whole pipeline for one recipe: baseline (trained or cached), then every variant through
-channel pruning, TF-MOT sparsity, quantization and export, each export verified through LiteRT
-and timed on the host, all written to one run folder with report.json and report.md."""
+channel pruning, TF-MOT sparsity, quantization and export, each export verified through LiteRT.
+Then every verified export is measured through the bench harness (edgeprune.bench), on the host
+(`local`) and on the recipe's devices, side by side (paired), so that the speed-ups are ratios
+measured in one session. All is written to one run folder: report.json (the record, holding the
+bench run with raw samples), and report.md and report.html drawn from it."""
 
 from __future__ import annotations
 
@@ -17,15 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune import export as export_mod
-from edgeprune import progress, tflite_file
+from edgeprune import progress, steps, tflite_file
 from edgeprune.data import Dataset, fit_to_model, load_dataset, representative_set
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import ModelSource, build_builtin, count_params, io_shape, load_model
 from edgeprune.recipe import Recipe, VariantSpec
-from edgeprune.runfolder import RunFolder, write_json_atomic, write_text_atomic
+from edgeprune.runfolder import RunFolder, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 REPORT_SCHEMA = "edgeprune.run"
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 CACHE_DIR = Path(os.environ.get("EDGEPRUNE_CACHE_DIR", Path.home() / ".cache" / "edgeprune"))
 
 
@@ -143,54 +146,6 @@ def prepare_baseline(recipe: Recipe, strategy):
 
 # ---------------------------------------------------------------- variants
 
-def _host_latency(path: Path, recipe: Recipe) -> list[dict]:
-    from android_bench.litert_runner import RunnerError, measure
-
-    rows = []
-    for threads in recipe.bench.threads:
-        try:
-            r = measure(str(path), threads=threads, runs=recipe.bench.runs, warmup=recipe.bench.warmup,
-                        min_secs=recipe.bench.min_secs)
-        except RunnerError as e:
-            rows.append({"target": "local", "threads": threads, "error": str(e)})
-            continue
-        s = r["summary"]
-        rows.append({"target": "local", "threads": threads, "runs": s["count"], "median_ms": s["median_us"] / 1e3,
-                     "p5_ms": s["p5_us"] / 1e3, "p90_ms": s["p90_us"] / 1e3, "p95_ms": s["p95_us"] / 1e3,
-                     "mean_ms": s["mean_us"] / 1e3, "cv": s["cv"], "runtime": f"{r['runtime']} {r['runtime_version']}",
-                     "xnnpack": r["xnnpack"], "peak_rss_mb": r["memory"]["peak_rss_mb"]})
-    return rows
-
-
-def choose_encoding(model, mode: str, setting: str, has_zeros: bool) -> tuple[bytes, dict]:
-    """float32/float16: convert with and without EXPERIMENTAL_SPARSITY and keep the smaller one that
-    runs in the default interpreter. int8/dynamic sparse files fail under XNNPACK: never chosen."""
-    dense = export_mod.convert(model, mode)
-    info = {"setting": setting, "dense_bytes": len(dense), "sparse_bytes": None, "chosen": "dense", "why": ""}
-    if setting == "off":
-        info["why"] = "sparse_encoding = off"
-        return dense, info
-    if mode not in ("float32", "float16"):
-        info["why"] = f"sparse encoding of {mode} weights does not run under XNNPACK"
-        return dense, info
-    if setting == "auto" and not has_zeros:
-        info["why"] = "no pruned weights"
-        return dense, info
-    sparse = export_mod.convert(model, mode, sparse=True)
-    info["sparse_bytes"] = len(sparse)
-    try:
-        export_mod.TFLiteModel(sparse).predict(np.zeros((1, *model.inputs[0].shape[1:]), np.float32))
-        runs = True
-    except (ValueError, RuntimeError):
-        runs = False
-    if setting == "on" or (runs and len(sparse) < len(dense)):
-        info["chosen"] = "sparse"
-        info["why"] = "forced" if setting == "on" else f"{len(dense) - len(sparse)} bytes smaller and runs"
-        return sparse, info
-    info["why"] = "does not run in the default interpreter" if not runs else "not smaller"
-    return dense, info
-
-
 def recovery_settings(recipe: Recipe, v: VariantSpec):
     """How a variant's structural steps are fine-tuned: its own learning rate and schedule,
     distillation from the baseline, and the baseline's augmentation and label smoothing unless the
@@ -205,58 +160,32 @@ def recovery_settings(recipe: Recipe, v: VariantSpec):
                             augment=b.augment if v.augment is None else v.augment, seed=recipe.seed)
 
 
-def _held_out(ctx: Context, n: int = 1024):
-    """The last `n` training images: scoring data for blocks and channel sensitivity."""
-    x, y = ctx.data.x_train, ctx.data.y_train
-    n = min(n, len(x))
-    return x[len(x) - n:], y[len(y) - n:]
-
-
 def _fine_tune(ctx: Context, v: VariantSpec, what: str):
-    from edgeprune.finetune import make_fine_tune
-
-    if v.fine_tune_epochs <= 0:
-        return None
-    return make_fine_tune(ctx.data.x_train, ctx.data.y_train, teacher=ctx.baseline,
-                          settings=recovery_settings(ctx.recipe, v), strategy=ctx.strategy,
-                          label=f"{v.name}: {what} recovery")
+    return steps.recovery(ctx.data.x_train, ctx.data.y_train, ctx.baseline, recovery_settings(ctx.recipe, v),
+                          v.fine_tune_epochs, f"{v.name}: {what} recovery", ctx.strategy)
 
 
-def _remove_blocks(ctx: Context, v: VariantSpec, model, row: dict):
-    from edgeprune.channels.blocks import BlockConfig, prune_blocks, save_block_plan
+def _structural(ctx: Context, v: VariantSpec, model, row: dict, step: str):
+    """Blocks or channels out of `model`, its record in the row and its plan in the run folder."""
+    from edgeprune.channels import ChannelConfig
+    from edgeprune.channels.blocks import BlockConfig, save_block_plan
 
-    cfg = BlockConfig(**v.blocks)
-    result = prune_blocks(model, cfg, data=_held_out(ctx), fine_tune=_fine_tune(ctx, v, "block"),
-                          fine_tune_epochs=v.fine_tune_epochs)
-    row["blocks"] = {"removed": result.removed, "scores": result.scores, "blocks": result.blocks,
-                     "params_before": result.params_before, "params_after": result.params_after,
-                     "layers_before": result.layers_before, "layers_after": result.layers_after,
-                     "config": cfg.to_dict()}
-    plan_path = ctx.out / "variants" / v.name / "block_plan.json"
+    data = steps.held_out(ctx.data.x_train, ctx.data.y_train)
+    plan_path = ctx.out / "variants" / v.name / f"{'block' if step == 'blocks' else 'channel'}_plan.json"
     plan_path.parent.mkdir(parents=True, exist_ok=True)
-    save_block_plan(result.plan(), plan_path)
-    return result.model
-
-
-def _prune_channels(ctx: Context, v: VariantSpec, model, row: dict):
-    from edgeprune.channels import ChannelConfig, prune_channels
-
-    cfg = ChannelConfig(**v.channels)
-    # prune_channels fine-tunes after every step (iterative_steps) with the variant's epochs
-    result = prune_channels(model, cfg, data=_held_out(ctx), fine_tune=_fine_tune(ctx, v, "channel"),
-                            fine_tune_epochs=v.fine_tune_epochs)
-    row["channels"] = {"layers": result.layers, "params_before": result.params_before,
-                       "params_after": result.params_after, "macs_before": result.macs_before,
-                       "macs_after": result.macs_after, "config": cfg.to_dict(),
-                       "sensitivity": [s["sensitivity"] for s in result.steps if "sensitivity" in s]}
-    plan_path = ctx.out / "variants" / v.name / "channel_plan.json"
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
-    result.plan.save(plan_path)
-    return result.model
+    if step == "blocks":
+        model, row["blocks"], plan = steps.remove_blocks(model, BlockConfig(**v.blocks), data,
+                                                         _fine_tune(ctx, v, "block"), v.fine_tune_epochs)
+        save_block_plan(plan, plan_path)
+    else:
+        model, row["channels"], plan = steps.prune_channels(model, ChannelConfig(**v.channels), data,
+                                                            _fine_tune(ctx, v, "channel"), v.fine_tune_epochs)
+        plan.save(plan_path)
+    return model
 
 
 def run_variant(ctx: Context, v: VariantSpec) -> dict:
-    from edgeprune import quantize, sparsity
+    from edgeprune import sparsity
     from edgeprune.train import keras_accuracy
 
     r = ctx.recipe
@@ -265,10 +194,8 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
     model = ctx.baseline
     x, y = ctx.data.x_train, ctx.data.y_train
     for step in v.order:
-        if step == "blocks" and v.blocks:
-            model = _remove_blocks(ctx, v, model, row)
-        elif step == "channels" and v.channels:
-            model = _prune_channels(ctx, v, model, row)
+        if (step == "blocks" and v.blocks) or (step == "channels" and v.channels):
+            model = _structural(ctx, v, model, row, step)
     if v.prune in ("unstructured", "2:4"):
         log_dir = str(ctx.out / "variants" / v.name / "tensorboard") if v.pruning_summaries else None
         model, rep = sparsity.prune(model, v.prune, x, y, schedule=v.schedule, target=v.target_sparsity,
@@ -287,21 +214,15 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
     row["keras_accuracy"] = keras_accuracy(model, ctx.data.x_test, ctx.data.y_test)
 
     mode = v.quantize
-    encoding = None
-    if mode in ("pqat", "qat"):
-        qat = quantize.quantize_aware(model, x, y, preserve_sparsity=(mode == "pqat"), epochs=v.qat_epochs,
+    content, encoding = steps.convert(model, mode, x, y, ctx.representative, qat_epochs=v.qat_epochs,
                                       batch_size=r.fine_tune_batch_size, learning_rate=v.learning_rate / 5,
-                                      strategy=ctx.strategy, seed=r.seed)
-        content = export_mod.convert(qat, "qat")
-    elif mode == "int8":
-        content = export_mod.convert(model, "int8", representative=ctx.representative)
-    else:
-        has_zeros = row["sparsity"]["targeted_sparsity"] > 0.3
-        content, encoding = choose_encoding(model, mode, v.sparse_encoding, has_zeros)
+                                      strategy=ctx.strategy, seed=r.seed, sparse_encoding=v.sparse_encoding,
+                                      has_zeros=row["sparsity"]["targeted_sparsity"] > 0.3)
     row["sparse_encoding"] = encoding
     path = ctx.out / "tflite" / f"{v.name}.tflite"
-    export_mod.write_atomic(path, content)
+    write_bytes_atomic(path, content)
     row["tflite"] = str(path.relative_to(ctx.out))
+    row["sha256"] = hashlib.sha256(content).hexdigest()
     row["bytes"] = len(content)
     row["gzip_bytes"] = export_mod.gzip_size(content)
     info = tflite_file.read(content, name=path.name)
@@ -310,26 +231,24 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
                           "weights_zero_fraction": round(info.constant_zero_fraction(), 6),
                           "input_dtype": info.tensors[info.inputs[0]].dtype,
                           "tensor_dtypes": sorted({t.dtype for t in info.tensors if t.is_constant})}
-    ver = export_mod.verify(content, ctx.data.x_test, ctx.data.y_test, ctx.baseline_top1,
-                            keras_model=model if mode == "float32" else None, float32=(mode == "float32"))
+    ver = steps.verify_export(content, ctx.data.x_test, ctx.data.y_test, ctx.baseline_top1,
+                              keras_model=model if mode == "float32" else None, strict=False)
     row["verification"] = ver.to_dict()
     row["accuracy"] = ver.accuracy
     row["agreement"] = ver.agreement
     if not ver.ok:
         row["status"] = "failed"
         row["failures"].extend(ver.failures)
-        row["latency"] = []
     else:
-        row["latency"] = _host_latency(path, r)
-        row["latency_at"] = [_latency_at(ctx, v, model, shape) for shape in r.bench.input_shapes]
+        row["exports"] = [_export_at(ctx, v, model, shape) for shape in r.bench.input_shapes]
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
 
 
-def _latency_at(ctx: Context, v: VariantSpec, model, shape: list[int]) -> dict:
-    """The variant's network re-instantiated at another input size (same layers, same weights),
-    exported in the variant's mode and timed on the host: where compute, not per-op overhead,
-    decides latency. A (P)QAT variant is timed as its int8 PTQ export, which has the same ops."""
+def _export_at(ctx: Context, v: VariantSpec, model, shape: list[int]) -> dict:
+    """The variant's network re-instantiated at another input size (same layers, same weights) and
+    exported in the variant's mode, to be measured beside the others: where compute, not per-op
+    overhead, decides latency. A (P)QAT variant is exported as int8 PTQ, which has the same ops."""
     from edgeprune.channels.blocks import with_input_shape
 
     mode = {"pqat": "int8", "qat": "int8"}.get(v.quantize, v.quantize)
@@ -350,8 +269,9 @@ def _latency_at(ctx: Context, v: VariantSpec, model, shape: list[int]) -> dict:
         out["error"] = e.one_line()
         return out
     path = ctx.out / "tflite" / f"{v.name}@{shape[0]}x{shape[1]}.tflite"
-    export_mod.write_atomic(path, content)
-    out.update(tflite=str(path.relative_to(ctx.out)), bytes=len(content), latency=_host_latency(path, ctx.recipe))
+    write_bytes_atomic(path, content)
+    out.update(tflite=str(path.relative_to(ctx.out)), sha256=hashlib.sha256(content).hexdigest(), bytes=len(content),
+               gzip_bytes=export_mod.gzip_size(content))
     return out
 
 
@@ -360,7 +280,9 @@ def _latency_at(ctx: Context, v: VariantSpec, model, shape: list[int]) -> dict:
 def run(recipe: Recipe, out: Path | str, force: bool = False, only: list[str] | None = None) -> dict:
     """Runs the recipe into the run folder `out`. Returns the report dict (also in report.json)."""
     from edgeprune._tf import keras
-    from edgeprune.report.run import render_markdown
+    from edgeprune.report.html import render
+    from edgeprune.report.markdown import render_markdown
+    from edgeprune.results import from_run_dict
     from edgeprune.train import get_strategy, predict
 
     variants = [recipe.variant(n) for n in only] if only else list(recipe.variants)
@@ -390,7 +312,7 @@ def run(recipe: Recipe, out: Path | str, force: bool = False, only: list[str] | 
                                  "failures": [f"internal: {type(e).__name__}: {' '.join(str(e).split())[:300]}"],
                                  "traceback": traceback.format_exc(limit=8)})
                 t.advance(1, v.name)
-        devices, bench_failures = _bench_on_devices(recipe, rows, work)
+        bench = measure_exports(recipe, rows, work)
         report = {
             "schema": REPORT_SCHEMA, "version": REPORT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -399,72 +321,43 @@ def run(recipe: Recipe, out: Path | str, force: bool = False, only: list[str] | 
             "model": source.to_dict() | {"params": count_params(model), "input_shape": list(io_shape(model)[0])},
             "data": ds.describe(), "baseline": base_info, "strategy": recipe.strategy,
             "versions": versions(), "machine": machine(),
-            "variants": rows, "devices": devices, "device_failures": bench_failures,
+            "variants": rows, "bench": bench.to_dict() if bench is not None else None,
         }
-        _add_ratios(report)
         if recipe.source and Path(recipe.source).is_file():
             shutil.copyfile(recipe.source, work / "recipe.toml")
         write_json_atomic(work / "report.json", report)
-        write_text_atomic(work / "report.md", render_markdown(report))
-        try:
-            from edgeprune.report import html as html_report  # rendered when the HTML reporter is present
-        except ImportError:
-            html_report = None
-        if html_report is not None:
-            write_text_atomic(work / "report.html", html_report.render_run(report))
+        model = from_run_dict(report, path=work / "report.json")
+        write_text_atomic(work / "report.md", render_markdown(model))
+        write_text_atomic(work / "report.html", render(model))
     return report
 
 
-def _bench_on_devices(recipe: Recipe, rows: list[dict], work: Path) -> tuple[list[dict], list[dict]]:
-    """Measures every verified export on the recipe's device targets (all but `local`, which the
-    pipeline times itself) through the device harness, writes its bench.json/md/csv under
-    `bench/`, and adds its results to each variant's latency rows."""
-    targets = [t for t in recipe.bench.targets if t != "local"]
-    if not targets:
-        return [], []
-    from edgeprune.bench import BenchSettings, bench_models, write_run
+def measure_exports(recipe: Recipe, rows: list[dict], work: Path):
+    """Measures every verified export through the bench harness, on the host (`local`) and on the
+    recipe's device targets at once, each device with its own worker. The exports at the model's
+    input size are one paired group with the baseline first (its reference); the exports at each
+    other input size another, with the baseline at that size first. Returns the BenchRun (None when
+    no export was verified)."""
+    from edgeprune.bench import BenchSettings, bench_models
 
-    by_file = {Path(v["tflite"]).name: v for v in rows if v.get("status") == "ok" and v.get("tflite")}
-    if not by_file:
-        return [], []
+    ok = [v for v in rows if v.get("status") == "ok" and v.get("tflite")]
+    if not ok:
+        return None
+    paths: list[Path] = []
+    groups: list[list[int]] = []
+    sizes = [None, *(list(s) for s in recipe.bench.input_shapes)]
+    for shape in sizes:
+        files = ([work / v["tflite"] for v in ok] if shape is None else
+                 [work / e["tflite"] for v in ok for e in v.get("exports", [])
+                  if e.get("tflite") and list(e["input_shape"]) == shape])
+        if files:
+            groups.append(list(range(len(paths), len(paths) + len(files))))
+            paths += files
+    targets = list(dict.fromkeys(["local", *recipe.bench.targets]))
     settings = BenchSettings(threads=list(recipe.bench.threads), runs=recipe.bench.runs, warmup=recipe.bench.warmup,
-                             min_secs=recipe.bench.min_secs)
-    progress.log(f"benchmarking {len(by_file)} exports on {', '.join(targets)}")
-    bench = bench_models([work / "tflite" / name for name in by_file], targets, settings,
-                         inventory=recipe.bench.inventory)
-    write_run(bench, work / "bench")
-    for r in bench.results:
-        v = by_file.get(r.model)
-        if v is None:
-            continue
-        s = r.stats
-        v.setdefault("latency", []).append({
-            "target": r.device, "threads": r.threads, "runs": s.count, "median_ms": s.median_us / 1e3,
-            "p5_ms": s.p5_us / 1e3, "p90_ms": s.p90_us / 1e3, "p95_ms": s.p95_us / 1e3, "mean_ms": s.mean_us / 1e3,
-            "cv": s.cv, "runtime": r.runner, "flags": list(r.flags), "stats_source": s.source})
-    return [d.to_dict() for d in bench.devices], [f.to_dict() for f in bench.failures]
-
-
-def _add_ratios(report: dict) -> None:
-    base = next((v for v in report["variants"] if v["name"] == "baseline" and v["status"] == "ok"), None)
-    if base is None:
-        return
-    base_lat = {(x["target"], x["threads"]): x.get("median_ms") for x in base.get("latency", [])}
-    for v in report["variants"]:
-        if v["status"] != "ok":
-            continue
-        v["ratios"] = {"bytes": v["bytes"] / base["bytes"], "gzip_bytes": v["gzip_bytes"] / base["gzip_bytes"]}
-        for x in v.get("latency", []):
-            b = base_lat.get((x["target"], x["threads"]))
-            if b and x.get("median_ms"):
-                x["speedup"] = b / x["median_ms"]
-        base_at = {(tuple(a["input_shape"]), x["threads"]): x.get("median_ms")
-                   for a in base.get("latency_at", []) for x in a.get("latency", [])}
-        for a in v.get("latency_at", []):
-            for x in a.get("latency", []):
-                b = base_at.get((tuple(a["input_shape"]), x["threads"]))
-                if b and x.get("median_ms"):
-                    x["speedup"] = b / x["median_ms"]
+                             min_secs=recipe.bench.min_secs, paired=True)
+    progress.log(f"measuring {len(paths)} exports side by side on {', '.join(targets)}")
+    return bench_models(paths, targets, settings, inventory=recipe.bench.inventory, pair_groups=groups)
 
 
 def failed_variants(report: dict) -> list[str]:

@@ -44,9 +44,9 @@ def test_cli_bench_local_writes_the_run_folder(cli_run, tmp_path, own_tmp):
         # the default affinity on a board or host: every CPU this process may use
         assert res.affinity == "all" and res.cpu_mask == ALL_CPUS
         assert res.thermal_before is not None and res.thermal_after is not None
-    assert "| bench_tiny.tflite | 1 |" in (out / "bench.md").read_text()
+    assert "| bench_tiny | 1 |" in (out / "bench.md").read_text()  # the measurements table, per device
     rows = (out / "bench.csv").read_text().splitlines()
-    assert rows[0].startswith("device,target,model") and len(rows) == 3
+    assert rows[0].startswith("source,variant,device,target,threads,median_ms") and len(rows) == 3  # the report CSV
     assert not list(out.glob(".*")) and not list(tmp_path.glob(".run.*"))  # no temp file or folder left
 
     # the tmpdir's own mtime is left out: tempfile.gettempdir() probes it with a file it removes

@@ -1,12 +1,21 @@
-"""`edgeprune run` with a device target: every verified export is also measured on the device
-(here the adbd emulator through the real adb client) and the device's rows join the report."""
+"""`edgeprune run` with a device target: every verified export is measured by the bench harness on
+the host and on the device (here the adbd emulator through the real adb client), side by side,
+and every view of the run (report.html, `report -f md|csv|json`, `compare`) shows the phone's
+latencies under the phone's name, apart from the host's."""
 
+import csv
+import io
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from adb_emulator import AdbEmulator, AdbServer
 from conftest import require_tool
+
+FIXTURES = Path(__file__).parent / "fixtures" / "v1"
 
 RECIPE = """
 name = "tiny-device"
@@ -19,9 +28,9 @@ test_limit = 128
 representative_count = 20
 [bench]
 threads = [1]
-runs = 5
+runs = 20
 warmup = 1
-min_secs = 0.02
+min_secs = 0.0
 [[variant]]
 name = "int8"
 quantize = "int8"
@@ -36,23 +45,108 @@ python = "{python}"
 """
 
 
-def test_run_measures_exports_on_a_device_target(tiny_model_dir, tmp_path):
+def edgeprune(*args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", "edgeprune", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model_dir, tmp_path_factory):
+    """Two pipeline runs of one recipe on the host and the phone."""
     adb = require_tool("adb")
+    d = tmp_path_factory.mktemp("devices")
     props = {"ro.product.model": "Pixel Test 7", "ro.product.cpu.abi": "arm64-v8a"}
-    (tmp_path / "r.toml").write_text(RECIPE.format(model=tiny_model_dir / "tiny.keras"))
+    (d / "r.toml").write_text(RECIPE.format(model=tiny_model_dir / "tiny.keras"))
     with AdbEmulator(props=props) as dev, AdbServer(dev, adb=adb) as srv:
-        (tmp_path / "devices.toml").write_text(INVENTORY.format(serial=dev.serial, python=sys.executable))
-        r = subprocess.run([sys.executable, "-m", "edgeprune", "run", "r.toml", "--out", "run", "--target", "phone",
-                            "--inventory", "devices.toml"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=600, env=srv.env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["device_failures"] == []
-    assert [d["name"] for d in report["devices"]] == ["phone"] and report["devices"][0]["model"] == "Pixel Test 7"
-    for v in report["variants"]:
-        targets = sorted((x["target"], x["threads"]) for x in v["latency"])
-        assert targets == [("local", 1), ("phone", 1)], (v["name"], targets)
-        phone_row = next(x for x in v["latency"] if x["target"] == "phone")
-        assert phone_row["median_ms"] > 0 and phone_row["runs"] >= 5
-    bench = json.loads((tmp_path / "run" / "bench" / "bench.json").read_text())
-    assert sorted(m["name"] for m in bench["models"]) == ["baseline.tflite", "int8.tflite"]
+        (d / "devices.toml").write_text(INVENTORY.format(serial=dev.serial, python=sys.executable))
+        for name in ("a", "b"):
+            r = edgeprune("run", "r.toml", "--out", name, "--target", "phone", "--inventory", "devices.toml",
+                          cwd=d, env=srv.env)
+            assert r.returncode == 0, r.stderr[-3000:]
+    return d
+
+
+def test_the_run_records_every_measurement_with_raw_samples_and_paired_ratios(runs):
+    report = json.loads((runs / "a" / "report.json").read_text())
+    assert report["version"] == 2
+    bench = report["bench"]
+    assert bench["failures"] == [] and bench["settings"]["paired"] is True
+    assert [d["name"] for d in bench["devices"]] == ["local", "phone"]
+    assert bench["devices"][1]["model"] == "Pixel Test 7"
+    measured = sorted((r["model"], r["device"]) for r in bench["results"])
+    assert measured == [("baseline.tflite", "local"), ("baseline.tflite", "phone"), ("int8.tflite", "local"),
+                        ("int8.tflite", "phone")]
+    assert all(len(r["samples_us"]) >= 20 for r in bench["results"])
+    ratios = {(x["model"], x["device"]): x for x in bench["ratios"] if x["model"] != x["reference"]}
+    assert set(ratios) == {("int8.tflite", "local"), ("int8.tflite", "phone")}
+    assert all(x["reference"] == "baseline.tflite" and x["low"] <= x["ratio"] <= x["high"] for x in ratios.values())
+    by_sha = {v["sha256"]: v["name"] for v in report["variants"]}
+    assert sorted(by_sha[m["sha256"]] for m in bench["models"]) == ["baseline", "int8"]
+
+
+def test_every_view_shows_the_phone_under_its_own_name(runs, tmp_path):
+    html = tmp_path / "r.html"
+    r = edgeprune("report", runs / "a", "-o", html, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    page = html.read_text()
+    cards = re.findall(r'<div class="card device"><h3>(.*?)</h3>', page)
+    assert cards == ["local", "phone"] and "Pixel Test 7" in page
+    own = (runs / "a" / "report.html").read_text()  # the page the run wrote itself
+    assert re.findall(r'<div class="card device"><h3>(.*?)</h3>', own) == ["local", "phone"]
+
+    md = edgeprune("report", runs / "a", "-f", "md", cwd=tmp_path).stdout
+    assert "| variant " in md and "local x1" in md and "phone x1" in md
+    assert "### phone (adb:" in md and "### local (local)" in md
+
+    rows = list(csv.DictReader(io.StringIO(edgeprune("report", runs / "a", "-f", "csv", cwd=tmp_path).stdout)))
+    assert sorted((x["variant"], x["device"]) for x in rows) == [("baseline", "local"), ("baseline", "phone"),
+                                                                   ("int8", "local"), ("int8", "phone")]
+    phone_int8 = next(x for x in rows if x["device"] == "phone" and x["variant"] == "int8")
+    assert phone_int8["target"].startswith("adb:") and phone_int8["speedup_method"] == "interleaved"
+    assert float(phone_int8["speedup_low"]) <= float(phone_int8["speedup"]) <= float(phone_int8["speedup_high"])
+
+    merged = json.loads(edgeprune("report", runs / "a", "-f", "json", cwd=tmp_path).stdout)
+    report = json.loads((runs / "a" / "report.json").read_text())
+    phone_us = {r["model"]: r["stats"]["median_us"] for r in report["bench"]["results"] if r["device"] == "phone"}
+    for m in merged["measurements"]:
+        assert m["device"] in ("local", "phone")
+        if m["device"] == "phone":
+            assert m["median_ms"] == pytest.approx(phone_us[m["variant"] + ".tflite"] / 1e3)
+            assert m["target"].startswith("adb:") and m["samples_ms"]
+    assert [d["name"] for d in merged["devices"]] == ["local", "phone"]
+
+
+def test_compare_of_two_pipeline_runs_tests_the_raw_samples(runs):
+    r = edgeprune("compare", "a", "b", "--threshold", "100", cwd=runs)
+    assert r.returncode == 0, r.stderr
+    assert "phone (" in r.stdout and "local (" in r.stdout
+    rows = [x for x in r.stdout.splitlines() if re.match(r"\s+(baseline|int8)\s+1\s", x)]
+    assert len(rows) == 4  # two variants on two devices
+    for row in rows:  # a p-value from the Mann-Whitney test on raw samples, not the p5-p95 rule
+        assert re.search(r"\s(<?0\.\d+|1\.0+|<0\.001)\s", row), row
+    assert "summary statistics only" not in r.stdout
+    side = r.stdout.split("measured side by side in each run")[1].split("\n\n")[0]
+    paired = [x.split() for x in side.splitlines() if x.startswith("int8")]
+    assert sorted(x[1] for x in paired) == ["local", "phone"]  # each run's paired speed-up, A and B
+    assert all(x[3].endswith("x") and x[4].startswith("[") for x in paired), side
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv", "json", "html"])
+def test_version_1_runs_still_render_with_the_phone_under_its_name(fmt, tmp_path):
+    out = tmp_path / f"r.{fmt}"
+    r = edgeprune("report", FIXTURES / "run_a", FIXTURES / "bench", "-o", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "phone" in text and ("Pixel Test 7" in text or fmt == "csv")  # the CSV names devices, not models
+    if fmt == "csv":
+        devices = {x["device"] for x in csv.DictReader(io.StringIO(text))}
+        assert devices == {"local", "phone"}
+
+
+def test_version_1_runs_and_benches_still_compare(tmp_path):
+    r = edgeprune("compare", FIXTURES / "run_a", FIXTURES / "run_b", "--threshold", "100", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "phone (" in r.stdout and "local (" in r.stdout and "summary statistics only" in r.stdout
+    r = edgeprune("compare", FIXTURES / "bench", FIXTURES / "bench", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "no change" in r.stdout

@@ -66,7 +66,10 @@ def run_dir(tiny_model_dir, tmp_path_factory):
 def test_run_writes_a_complete_verified_report(run_dir):
     run, proc = run_dir
     report = json.loads((run / "report.json").read_text())
-    assert report["schema"] == "edgeprune.run" and report["version"] == 1
+    assert report["schema"] == "edgeprune.run" and report["version"] == 2
+    bench = report["bench"]
+    assert bench["settings"]["paired"] and [d["name"] for d in bench["devices"]] == ["local"]
+    results = {(r["model"], r["threads"]): r for r in bench["results"]}
     names = [v["name"] for v in report["variants"]]
     assert names == ["baseline", "int8", "s60", "s70-pqat", "2of4-int8", "ch50-int8"]
     base = report["variants"][0]
@@ -76,8 +79,12 @@ def test_run_writes_a_complete_verified_report(run_dir):
         assert v["gzip_bytes"] < v["bytes"] * 1.01
         assert v["verification"]["runs_in_default_interpreter"]
         assert v["accuracy"] > 0.45, (v["name"], v["accuracy"])  # measured through LiteRT on 400 images
-        assert [(x["target"], x["threads"]) for x in v["latency"]] == [("local", 1), ("local", 2)]
-        assert all(x["median_ms"] > 0 and x["runs"] >= 10 for x in v["latency"])
+        for t in (1, 2):  # measured by the harness on the host, with raw samples
+            r = results[(f"{v['name']}.tflite", t)]
+            assert r["device"] == "local" and r["stats"]["median_us"] > 0 and len(r["samples_us"]) >= 10
+            if v["name"] != "baseline":  # a paired ratio against the baseline at every thread count
+                (x,) = [x for x in bench["ratios"] if x["model"] == f"{v['name']}.tflite" and x["threads"] == t]
+                assert x["reference"] == "baseline.tflite" and x["low"] <= x["ratio"] <= x["high"]
     assert base["verification"]["max_abs_diff_vs_keras"] < 1e-4
     assert base["agreement"] == 1.0
     s60 = next(v for v in report["variants"] if v["name"] == "s60")

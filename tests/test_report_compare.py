@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from report_builders import PI, PIXEL, bench_run, pipeline_report, run_cli, write_bench, write_pipeline
 
-from edgeprune.report import merge
+from edgeprune import results
 from edgeprune.report.compare import compare, ratio_text, significance
 
 
@@ -60,7 +60,7 @@ def test_a_20_percent_slower_run_is_flagged_with_exit_3(runs, cli, cli_run):
 
 
 def test_noisy_overlapping_runs_are_not_flagged(runs, cli):
-    a, b = merge.load([runs["noisy_a"]]), merge.load([runs["noisy_b"]])
+    a, b = results.load([runs["noisy_a"]]), results.load([runs["noisy_b"]])
     (ma,), (mb,) = a.measurements, b.measurements
     assert abs(mb.median_ms / ma.median_ms - 1) > 0.10  # a difference above the threshold...
     res = compare(a, b, threshold=0.1)
@@ -87,7 +87,7 @@ def test_pipeline_runs_compare_by_their_p5_p95_ranges(tmp_path, cli):
 
 
 def test_significance_rules_directly():
-    rep = merge.from_bench_run(bench_run((PIXEL,), ("int8",), (1,), n=50))
+    rep = results.from_bench_run(bench_run((PIXEL,), ("int8",), (1,), n=50))
     (m,) = rep.measurements
     assert significance(m, m) == ("mann-whitney", 1.0, False)
     shifted = m.__class__(

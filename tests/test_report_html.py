@@ -14,7 +14,7 @@ from adb_emulator import AdbEmulator, AdbServer
 from conftest import require_tool
 from report_builders import run_cli
 
-from edgeprune.report import merge
+from edgeprune import results
 
 RECIPE = """
 name = "tiny-report"
@@ -89,7 +89,8 @@ def pipeline_run(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def bench_two_devices(pipeline_run, tmp_path_factory):
     """The pipeline's baseline and ch30-int8 files benched on this host and on an emulated phone."""
-    from edgeprune.bench import BenchSettings, bench_models, write_run
+    from edgeprune.bench import BenchSettings, bench_models
+    from edgeprune.report.bench_folder import write_run
     from edgeprune.bench.inventory import DeviceSpec
 
     adb = require_tool("adb")
@@ -167,7 +168,8 @@ def test_a_pipeline_run_writes_a_page_the_browser_renders(pipeline_run, tmp_path
     for plot in ("size", "latency", "pareto", "layers"):
         assert f'data-plot="{plot}"' in dom
     assert "Per layer: s60" in dom and 'aria-label="Sparsity per layer of s60"' in dom  # the most pruned
-    assert dom.count('class="card device"') == 1 and "pipeline host timing" in dom
+    assert dom.count('class="card device"') == 1 and "python runner" in dom  # measured by the harness
+    assert dom.count("<small>paired ") == 4  # s60 and ch30-int8 at 1 and 2 threads, with intervals
     assert 'name = "tiny-report"' in dom and "[[variant]]" in dom  # the recipe, as run
     assert "tensorflow-model-optimization" in dom
 
@@ -184,7 +186,7 @@ def test_a_two_device_bench_renders_with_a_card_per_device(pipeline_run, bench_t
     assert_rendered(png)
     assert dom.count('class="card device"') == 2
     assert "Pixel Test 7" in dom and "Google Tensor G2" in dom and "arm64-v8a" in dom
-    assert "python runner v1" in dom and "35.0 C" in dom  # runner and version; the phone's temperature
+    assert re.search(r"python runner v\d+ ", dom) and "35.0 C" in dom  # runner and version; the phone's temperature
     header = dom.split('<table class="variants">')[1].split("</tr>")[0]
     assert header.count("thr<br>") == 4  # 2 devices x 2 thread counts
     figures = re.findall(r'<figure class="plot">(.*?)</figure>', dom, flags=re.S)
@@ -201,7 +203,7 @@ def test_a_two_device_bench_renders_with_a_card_per_device(pipeline_run, bench_t
     assert len(figures) == 4 and all("<svg" in f for f in figures)
     assert 'aria-label="Accuracy vs latency on local, phone; Pareto front: ' in dom
     assert "Per layer: ch30-int8" in dom and "Channels per layer" in dom
-    rep = merge.load([pipeline_run, bench_two_devices])
+    rep = results.load([pipeline_run, bench_two_devices])
     assert rep.measurement("ch30-int8", "phone", 2).stats_source == "samples"
     assert rep.variant("ch30-int8").accuracy is not None  # the bench file joined its pipeline variant
 

@@ -74,7 +74,7 @@ def test_sparsity_survives_pqat_into_int8_flatbuffer(pruned70, ds):
 
 
 def test_float32_export_matches_keras_and_sparse_encoding_is_chosen_by_bytes(pruned70, ds):
-    from edgeprune.pipeline import choose_encoding
+    from edgeprune.steps import choose_encoding
 
     model, _ = pruned70
     content, info = choose_encoding(model, "float32", "auto", True)

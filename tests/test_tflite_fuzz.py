@@ -454,7 +454,7 @@ def test_bench_local_exits_0_or_2_on_sampled_mutants(all_mutants, damaged, tmp_p
     results = run_jobs(jobs, tmp_path, env={"TMPDIR": str(device_tmp)})
     made = set()
     for i, ((desc, p, expected), result) in enumerate(zip(files, results, strict=True)):
-        _check_outcome(desc, p, expected, result, r"# Benchmark ")
+        _check_outcome(desc, p, expected, result, r"# edgeprune bench\n")
         out = work / f"out{i}"
         if result[0] == 0:
             assert sorted(x.name for x in out.iterdir()) == RESULT_FILES, desc

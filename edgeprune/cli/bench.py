@@ -266,8 +266,8 @@ def bench(
     edgeprune bench a.tflite --inventory devices.toml --runs 100 --min-secs 5 --cooldown 10
     edgeprune bench base.tflite pruned.tflite int8.tflite --paired --target adb:R58M123
     """
-    from edgeprune.bench import BenchSettings, bench_models, load_inventory, write_run
-    from edgeprune.bench.report import check_out_dir, render_md
+    from edgeprune.bench import BenchSettings, bench_models, load_inventory
+    from edgeprune.report.bench_folder import check_out_dir, render_md, write_run
 
     if affinity is not None:
         import re

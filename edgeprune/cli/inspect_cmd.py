@@ -17,7 +17,7 @@ def inspect(path, as_json, show_all):
     import gzip
 
     from edgeprune import tflite_file
-    from edgeprune.report.run import table
+    from edgeprune.report.tables import table
 
     data = tflite_file.read_bytes(path)
     info = tflite_file.read(data, name=str(path))

@@ -93,7 +93,7 @@ def _load_keras(path):
 @click.option("--force", is_flag=True, help="Replace a run already in --out.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe value, e.g. --set baseline.epochs=1 --set variant.fine_tune_epochs=0.5 "
-                   "--set variant.int8.quantize=pqat. Repeatable.")
+                   "--set variant.sparse50.quantize=pqat. Repeatable.")
 @click.option("--variants", default=None, help="Run only these variants (comma-separated names).")
 @click.option("--threads", callback=_csv_ints, default=None, help="Host thread counts, e.g. 1,2.")
 @click.option("--epochs", type=click.FloatRange(min=0), default=None, help="Baseline training epochs.")
@@ -109,7 +109,8 @@ def run(recipe, out, force, overrides, variants, threads, epochs, targets, inven
     install_progress(quiet)
     from edgeprune import pipeline
     from edgeprune import recipe as recipe_mod
-    from edgeprune.report.run import terminal_summary
+    from edgeprune.report.tables import terminal_summary
+    from edgeprune.results import from_run_dict
 
     extra = list(overrides)
     if threads:
@@ -121,17 +122,9 @@ def run(recipe, out, force, overrides, variants, threads, epochs, targets, inven
         r.bench.targets = list(dict.fromkeys([*r.bench.targets, *targets]))
     if inventory:
         r.bench.inventory = str(inventory)
-    if any(t != "local" for t in r.bench.targets):
-        from edgeprune.bench import parse_target  # fail on a malformed target before any training
+    from edgeprune.steps import check_targets
 
-        inv = None
-        if r.bench.inventory:
-            from edgeprune.bench import load_inventory
-
-            inv = load_inventory(r.bench.inventory)
-        for t in r.bench.targets:
-            if t != "local" and not (inv is not None and t in {d.name for d in inv.devices}):
-                parse_target(t)
+    check_targets(r.bench.targets, r.bench.inventory)
     only = [v.strip() for v in variants.split(",")] if variants else None
     if only:
         for name in only:
@@ -148,7 +141,7 @@ def run(recipe, out, force, overrides, variants, threads, epochs, targets, inven
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(terminal_summary(report))
+        click.echo(terminal_summary(from_run_dict(report, path=Path(out) / "report.json")))
         click.echo(f"\nRun folder: {out}  (report.md, report.json, tflite/*.tflite)")
     failed = pipeline.failed_variants(report)
     if failed:
@@ -229,46 +222,46 @@ def prune(model, method, sparsity, schedule, frequency, skip, frozen, epochs, ba
     keras_model = _load_keras(model)
     ds = _load_data(keras_model, data_spec, normalization, train_limit, test_limit)
     if method in ("channels", "blocks"):
-        from edgeprune.finetune import FineTuneSettings, make_fine_tune
+        from edgeprune import steps
+        from edgeprune.finetune import FineTuneSettings
+        from edgeprune.runfolder import save_model_atomic
 
         settings = FineTuneSettings(learning_rate=learning_rate, schedule=lr_schedule, batch_size=batch_size,
                                     distill=distill, temperature=temperature, alpha=alpha, augment=augment)
-        fine_tune = make_fine_tune(ds.x_train, ds.y_train, teacher=keras_model, settings=settings,
-                                   label=f"{method} recovery") if epochs > 0 else None
-        n = min(1024, len(ds.x_train))
-        held_out = (ds.x_train[len(ds.x_train) - n:], ds.y_train[len(ds.y_train) - n:])
-    if method == "blocks":
-        from edgeprune.channels.blocks import BlockConfig, prune_blocks
+        fine_tune = steps.recovery(ds.x_train, ds.y_train, keras_model, settings, epochs, f"{method} recovery")
+        held_out = steps.held_out(ds.x_train, ds.y_train)
+        if method == "blocks":
+            from edgeprune.channels.blocks import BlockConfig
 
-        cfg = BlockConfig(count=block_count, names=tuple(block_names), protect=tuple(protect),
-                          iterative_steps=iterative_steps)
-        result = prune_blocks(keras_model, cfg, data=held_out, fine_tune=fine_tune, fine_tune_epochs=epochs)
-        _save_keras(result.model, out)
-        write_json_atomic(plan, result.plan())
-        click.echo(f"blocks: removed {', '.join(result.removed)}; layers {result.layers_before} -> "
-                   f"{result.layers_after}, parameters {result.params_before:,} -> {result.params_after:,}")
-        click.echo(f"wrote {out} and the plan {plan}")
-        return 0
-    if method == "channels":
-        from edgeprune.channels import ChannelConfig, prune_channels
+            cfg = BlockConfig(count=block_count, names=tuple(block_names), protect=tuple(protect),
+                              iterative_steps=iterative_steps)
+            pruned, rec, plan_data = steps.remove_blocks(keras_model, cfg, held_out, fine_tune, epochs)
+            save_model_atomic(pruned, out)
+            write_json_atomic(plan, plan_data)
+            click.echo(f"blocks: removed {', '.join(rec['removed'])}; layers {rec['layers_before']} -> "
+                       f"{rec['layers_after']}, parameters {rec['params_before']:,} -> {rec['params_after']:,}")
+        else:
+            from edgeprune.channels import ChannelConfig
 
-        cfg = ChannelConfig(ratio=ratio if ratio is not None else 0.0, criterion=criterion, round_to=round_to,
-                            allocation=allocation, protect=list(protect), macs_target=macs_target,
-                            latency_ms=latency_ms, iterative_steps=iterative_steps)
-        result = prune_channels(keras_model, cfg, data=held_out, fine_tune=fine_tune, fine_tune_epochs=epochs)
-        _save_keras(result.model, out)
-        result.plan.save(plan)
-        click.echo(f"channels: parameters {result.params_before:,} -> {result.params_after:,}, MACs "
-                   f"{result.macs_before:,} -> {result.macs_after:,}")
+            cfg = ChannelConfig(ratio=ratio if ratio is not None else 0.0, criterion=criterion, round_to=round_to,
+                                allocation=allocation, protect=list(protect), macs_target=macs_target,
+                                latency_ms=latency_ms, iterative_steps=iterative_steps)
+            pruned, rec, plan_data = steps.prune_channels(keras_model, cfg, held_out, fine_tune, epochs)
+            save_model_atomic(pruned, out)
+            plan_data.save(plan)
+            click.echo(f"channels: parameters {rec['params_before']:,} -> {rec['params_after']:,}, MACs "
+                       f"{rec['macs_before']:,} -> {rec['macs_after']:,}")
         click.echo(f"wrote {out} and the plan {plan}")
         return 0
     from edgeprune import sparsity as sp
-    from edgeprune.report.run import table
+    from edgeprune.report.tables import table
 
     pruned, report = sp.prune(keras_model, method, ds.x_train, ds.y_train, schedule=schedule, target=sparsity,
                               frequency=frequency, skip_patterns=list(skip) or None, epochs=epochs,
                               batch_size=batch_size, learning_rate=learning_rate, frozen=frozen)
-    _save_keras(pruned, out)
+    from edgeprune.runfolder import save_model_atomic
+
+    save_model_atomic(pruned, out)
     write_json_atomic(out.with_suffix(".sparsity.json"), report.to_dict())
     rows = [[lay.name, lay.kind, f"{lay.weights:,}", f"{lay.sparsity:.1%}", lay.reason or "pruned"]
             for lay in report.layers]
@@ -277,12 +270,6 @@ def prune(model, method, sparsity, schedule, frequency, skip, frozen, epochs, ba
                f"{report.overall_sparsity:.1%}" + (" (2:4 pattern verified)" if report.m_by_n_ok else ""))
     click.echo(f"wrote {out}")
     return 0
-
-
-def _save_keras(model, out: Path):
-    from edgeprune.runfolder import save_model_atomic
-
-    save_model_atomic(model, out)
 
 
 @click.command()
@@ -300,10 +287,8 @@ def quantize(model, mode, epochs, batch_size, learning_rate, sparse, out, force,
              train_limit, test_limit, quiet):
     """Quantize MODEL and write a verified .tflite (PTQ through the converter, or (P)QAT fine-tuning)."""
     install_progress(quiet)
-    from edgeprune import export as ex
-    from edgeprune import quantize as q
+    from edgeprune import steps
     from edgeprune.data import representative_set
-    from edgeprune.pipeline import choose_encoding
     from edgeprune.runfolder import check_output_file
 
     _check_suffix(out, ".tflite", "quantize writes a TFLite flatbuffer")
@@ -312,32 +297,36 @@ def quantize(model, mode, epochs, batch_size, learning_rate, sparse, out, force,
     raw = _read_data(data_spec)
     keras_model = _load_keras(model)
     ds = _fit_data(keras_model, raw, normalization, train_limit, test_limit)
-    if mode in ("pqat", "qat"):
-        qat = q.quantize_aware(keras_model, ds.x_train, ds.y_train, preserve_sparsity=(mode == "pqat"),
-                               epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
-        content = ex.convert(qat, "qat")
-    elif mode == "int8":
-        content = ex.convert(keras_model, "int8", representative=representative_set(ds))
-    else:
-        setting = "auto" if sparse is None else ("on" if sparse else "off")
-        content, _ = choose_encoding(keras_model, mode, setting, True)
+    content, _ = steps.convert(keras_model, mode, ds.x_train, ds.y_train,
+                               representative_set(ds) if mode == "int8" else None, qat_epochs=epochs,
+                               batch_size=batch_size, learning_rate=learning_rate,
+                               sparse_encoding="auto" if sparse is None else ("on" if sparse else "off"))
     _verify_and_write(content, ds, keras_model if mode == "float32" else None, out)
     return 0
 
 
-def _verify_and_write(content, ds, keras_model, out):
-    from edgeprune import export as ex
-    from edgeprune.errors import PruningError
-    from edgeprune.train import predict
-
+def _verify_and_write(content, ds, keras_model, out, shape=None):
+    """Verifies the export on the data's test split (or, without data, on random inputs: it runs
+    and, for float32, matches Keras) and only then writes it; prints what was checked."""
     import numpy as np
 
-    base_top1 = np.argmax(predict(keras_model, ds.x_test), axis=-1) if keras_model is not None else None
-    v = ex.verify(content, ds.x_test, ds.y_test, base_top1, keras_model=keras_model, float32=keras_model is not None)
-    if not v.ok:
-        raise PruningError(f"the export failed verification: {'; '.join(v.failures)}", "nothing was written")
-    ex.write_atomic(out, content)
-    msg = f"wrote {out}: {len(content):,} bytes (gzip {ex.gzip_size(content):,}), accuracy through LiteRT {v.accuracy:.1%}"
+    from edgeprune import export as ex
+    from edgeprune import steps
+    from edgeprune.runfolder import write_bytes_atomic
+
+    if ds is not None:
+        from edgeprune.train import predict
+
+        x, y = ds.x_test, ds.y_test
+        base_top1 = np.argmax(predict(keras_model, x), axis=-1) if keras_model is not None else None
+    else:
+        x = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
+        y, base_top1 = np.zeros(len(x), np.int64), None
+    v = steps.verify_export(content, x, y, base_top1, keras_model=keras_model)
+    write_bytes_atomic(out, content)
+    msg = f"wrote {out}: {len(content):,} bytes (gzip {ex.gzip_size(content):,})"
+    if ds is not None:
+        msg += f", accuracy through LiteRT {v.accuracy:.1%}"
     if v.max_abs_diff_vs_keras is not None:
         msg += f", max |diff| vs Keras {v.max_abs_diff_vs_keras:.1e}"
     click.echo(msg)
@@ -358,8 +347,6 @@ def _verify_and_write(content, ds, keras_model, out):
 def export(model, out, mode, to_keras3, input_shape, force, data_spec, quiet):
     """Export MODEL to .tflite (verified to run and, for float32, to match Keras), or to Keras 3."""
     install_progress(quiet)
-    import numpy as np
-
     from edgeprune import export as ex
     from edgeprune.runfolder import check_output_file
 
@@ -388,20 +375,8 @@ def export(model, out, mode, to_keras3, input_shape, force, data_spec, quiet):
         return 0
     ds = _fit_data(keras_model, raw, "0_1", None, None) if raw is not None else None  # before converting
     content = ex.convert(keras_model, mode)
-    if ds is not None:
-        _verify_and_write(content, ds, keras_model if mode == "float32" else None, out)
-        return 0
-    shape = [int(d) if d else 1 for d in keras_model.inputs[0].shape[1:]]
-    x = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
-    v = ex.verify(content, x, np.zeros(len(x), np.int64), None, keras_model=keras_model if mode == "float32" else None,
-                  float32=mode == "float32")
-    if not v.ok:
-        from edgeprune.errors import PruningError
-
-        raise PruningError(f"the export failed verification: {'; '.join(v.failures)}", "nothing was written")
-    ex.write_atomic(out, content)
-    extra = f", max |diff| vs Keras {v.max_abs_diff_vs_keras:.1e}" if v.max_abs_diff_vs_keras is not None else ""
-    click.echo(f"wrote {out}: {len(content):,} bytes (gzip {ex.gzip_size(content):,}){extra}")
+    _verify_and_write(content, ds, keras_model if mode == "float32" else None, out,
+                      shape=[int(d) if d else 1 for d in keras_model.inputs[0].shape[1:]])
     return 0
 
 
@@ -445,15 +420,18 @@ def eval_(model, data_spec, normalization, train_limit, test_limit, threads, as_
             from edgeprune.errors import InputFileError
 
             raise InputFileError(f"{model} {v.failures[0]}", "re-export it (see `edgeprune inspect`)")
-        from android_bench.litert_runner import measure
+        from edgeprune.bench import BenchSettings, bench_models
+        from edgeprune.errors import DeviceError
 
-        lat = measure(str(model), threads=threads, runs=50, warmup=5, min_secs=0.5)["summary"]
+        bench = bench_models([model], ["local"], BenchSettings(threads=[threads], runs=50, warmup=5, min_secs=0.5))
+        if not bench.results:  # the host's runner failed: the reason is the one failure
+            raise DeviceError(f"timing {model} on this host failed: {bench.failures[0].reason}")
+        lat = bench.results[0].stats
         result.update(accuracy=v.accuracy, samples=v.samples, bytes=len(content), gzip_bytes=ex.gzip_size(content),
-                      threads=threads, median_ms=lat["median_us"] / 1e3, p90_ms=lat["p90_us"] / 1e3,
-                      runs=lat["count"])
+                      threads=threads, median_ms=lat.median_us / 1e3, p90_ms=lat.p90_us / 1e3, runs=lat.count)
         text = (f"{model}: accuracy through LiteRT {v.accuracy:.2%} on {v.samples} images; "
                 f"{len(content):,} bytes (gzip {result['gzip_bytes']:,}); host latency median "
-                f"{result['median_ms']:.3f} ms, p90 {result['p90_ms']:.3f} ms ({lat['count']} runs, {threads} thread(s))")
+                f"{result['median_ms']:.3f} ms, p90 {result['p90_ms']:.3f} ms ({lat.count} runs, {threads} thread(s))")
     else:
         from edgeprune.train import keras_accuracy
 

@@ -33,7 +33,8 @@ def report(runs, fmt, out, variant, force):
     edgeprune report runs/bench-pixel --format csv > pixel.csv
     """
     from edgeprune.errors import OutputError
-    from edgeprune.report import merge, tables
+    from edgeprune import results
+    from edgeprune.report import tables
     from edgeprune.runfolder import check_output_file, write_text_atomic
 
     if out is not None:  # the file's suffix names its format: no HTML in a .pdf
@@ -50,21 +51,18 @@ def report(runs, fmt, out, variant, force):
                               fix + (f", or pass --format {named}" if named else ""))
         fmt = named
     fmt = fmt or "md"
-    inputs = [f for r in runs for f in merge.result_files(r)]
+    inputs = [f for r in runs for f in results.result_files(r)]
     if out is not None:
         check_output_file(out, inputs, force)
-    model = merge.load(list(runs))
+    model = results.load(list(runs))
     if fmt == "html":
         from edgeprune.report import html
 
         text = html.render(model, variant)
     elif fmt == "md":
-        if len(model.sources) == 1 and model.sources[0].kind == "run":
-            from edgeprune.report.run import load_run_report, render_markdown
+        from edgeprune.report.markdown import render_markdown
 
-            text = render_markdown(load_run_report(inputs[0]))
-        else:
-            text = tables.render_markdown(model)
+        text = render_markdown(model)
     elif fmt == "csv":
         text = tables.render_csv(model)
     else:
@@ -112,12 +110,12 @@ def compare(a, b, threshold, alpha, fmt):
     edgeprune compare runs/bench-monday runs/bench-today --threshold 0.05
     """
     from edgeprune.errors import RegressionFound
-    from edgeprune.report import merge
+    from edgeprune import results
     from edgeprune.report.compare import compare as compare_reports
     from edgeprune.report.compare import ratio_text, render_markdown, render_text
 
-    la, lb = merge.source_labels([a, b])
-    ra, rb = merge.load([a], [la]), merge.load([b], [lb])
+    la, lb = results.source_labels([a, b])
+    ra, rb = results.load([a], [la]), results.load([b], [lb])
     res = compare_reports(ra, rb, threshold, alpha, la, lb)
     click.echo((render_text if fmt == "text" else render_markdown)(res, ra, rb), nl=fmt == "text")
     if res.regressions:

@@ -6,8 +6,8 @@ Significance:
   * both sides kept at least MIN_SAMPLES raw values (bench runs: every invoke, or one median per
     benchmark_model invocation): a two-sided Mann-Whitney U test on the raw values (scipy.stats),
     significant when p < alpha;
-  * otherwise (pipeline runs keep only summary statistics): significant when each median lies
-    outside the other's p5-p95 range. No p-value; conservative: a shift smaller than the spread
+  * otherwise (version-1 pipeline runs kept only summary statistics): significant when each
+    median lies outside the other's p5-p95 range. No p-value; conservative: a shift smaller than the spread
     is never called significant.
 Results from devices whose identity differs (same name, another model, SoC or ABI) are shown but
 never compared as one population."""
@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 from edgeprune.errors import InputFileError
-from edgeprune.report.merge import Measurement, Report
+from edgeprune.results.model import Measurement, Report
 from edgeprune.report.plots import fmt_ms
 
 MIN_SAMPLES = 5
@@ -159,6 +159,27 @@ def compare(
     return res
 
 
+def paired_rows(a: Report, b: Report) -> list[list[str]]:
+    """Per variant x device x threads with a paired speed-up over its baseline in A or B: the
+    speed-up and its 95 % interval on each side, and whether the intervals overlap. Ratios measured
+    side by side survive the run-to-run drift that moves both runs' absolute medians."""
+    from edgeprune.report.tables import speedup_text
+
+    keys = list(dict.fromkeys([r.key for r in a.ratios] + [r.key for r in b.ratios]))
+    rows = []
+    for key in keys:
+        ra, rb = a.paired(*key), b.paired(*key)
+        sa, sb = (ra.speedup if ra else None), (rb.speedup if rb else None)
+        apart = "-" if sa is None or sb is None else ("yes" if sa[2] < sb[1] or sb[2] < sa[1] else "no")
+        rows.append([key[0], key[1], str(key[2]), speedup_text(sa, unit="x"), speedup_text(sb, unit="x"), apart])
+    return rows
+
+
+PAIRED_HEADER = ["model", "device", "thr", "A speed-up", "B speed-up", "apart"]
+PAIRED_LEGEND = ("Speed-ups over each run's own baseline, measured side by side (paired), with 95 % intervals; "
+                 "apart: the intervals do not overlap.")
+
+
 def geometric_mean(ratios: list[float]) -> float:
     return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
 
@@ -218,13 +239,19 @@ def render_text(res: CompareResult, a: Report, b: Report) -> str:
         ]
         if len(same) > 1:
             out.append(f"  Geometric mean: {ratio_text(geometric_mean(same))}")
+    paired = paired_rows(a, b)
+    if paired:
+        from edgeprune.report.tables import table
+
+        out += ["", "Speed-ups over the baseline, measured side by side in each run (95 % intervals):",
+                table(PAIRED_HEADER, [[_cut(r[0], 18), *r[1:]] for r in paired])]
     methods = {c.method for c in res.rows}
     out.append("")
     if "mann-whitney" in methods:
         out.append("p: two-sided Mann-Whitney U on both runs' raw samples.")
     if "p5-p95" in methods:
         out.append(
-            "p '-': summary statistics only (pipeline runs): significant when each median\n"
+            "p '-': summary statistics only (version-1 pipeline runs): significant when\neach median "
             "lies outside the other's p5-p95 range."
         )
     for w in res.warnings:
@@ -252,7 +279,7 @@ def render_text(res: CompareResult, a: Report, b: Report) -> str:
 
 def render_markdown(res: CompareResult, a: Report, b: Report) -> str:
     """The comparison as one markdown table (for a pull request comment), regressions in bold."""
-    from edgeprune.report.run import table
+    from edgeprune.report.tables import table
 
     lines = [
         f"**A**: {res.a} &nbsp; **B**: {res.b} &nbsp; threshold {res.threshold:.0%}, p < {res.alpha:g}",
@@ -275,6 +302,9 @@ def render_markdown(res: CompareResult, a: Report, b: Report) -> str:
             ]
         )
     lines += [table(header, rows, markdown=True), ""]
+    paired = paired_rows(a, b)
+    if paired:
+        lines += [table(PAIRED_HEADER, paired, markdown=True), "", PAIRED_LEGEND, ""]
     methods = {c.method for c in res.rows}
     if "mann-whitney" in methods:
         lines.append("p: two-sided Mann-Whitney U on both runs' raw samples.")

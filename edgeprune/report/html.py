@@ -3,14 +3,15 @@
 
     render_run(report_dict)    a pipeline run (what pipeline.run() writes as report.html)
     render_bench(bench_run)    a bench run (BenchRun or its dict)
-    render(report, variant)    any merged Report (edgeprune.report.merge.load)"""
+    render(report, variant)    any merged Report (edgeprune.results.load)"""
 
 from __future__ import annotations
 
 import html
 
 from edgeprune.report import plots
-from edgeprune.report.merge import Report, Variant, from_bench_run, from_run_dict, to_toml
+from edgeprune.results.model import Report, Variant
+from edgeprune.results.readers import from_bench_run, from_run_dict, to_toml
 from edgeprune.report.plots import fmt_ms
 
 CSS = """
@@ -104,11 +105,12 @@ def _variants_table(r: Report) -> str:
             if m is None:
                 cells.append('<td class="num">-</td>')
                 continue
-            b = r.measurement(base.name, d, t) if base is not None else None
-            speed = f" ({b.median_ms / m.median_ms:.2f}x)" if b is not None and b is not m else ""
+            sp = r.speedup(v, d, t)
+            speed = "" if sp is None else f" ({sp[0]:.2f}x)"
+            interval = "" if sp is None or sp[1] is None else f"<small>paired {sp[1]:.2f}-{sp[2]:.2f}x</small>"
             spread = f"{fmt_ms(m.p5_ms)}-{fmt_ms(m.p95_ms if m.p95_ms is not None else m.p90_ms)}"
             cells.append(
-                f'<td class="num">{fmt_ms(m.median_ms)}{_e(speed)}<small>{spread}</small>'
+                f'<td class="num">{fmt_ms(m.median_ms)}{_e(speed)}{interval}<small>{spread}</small>'
                 f"{_flags(m.flags)}</td>"
             )
         rows.append(f"<tr>{''.join(cells)}</tr>")

@@ -9,7 +9,7 @@ import html
 import io
 import re
 
-from edgeprune.report.merge import Report, Variant
+from edgeprune.results.model import Report, Variant
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 CLIP = 2.5  # latency axes end at this many times the slowest median
