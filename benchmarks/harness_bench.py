@@ -7,6 +7,9 @@ benchmarks/results/harness.md:
 - Agreement: the Python runner's median against `litert-benchmark` (ai-edge-litert's tool) on
   the same models, interleaved in the same run.
 - Repeatability: the spread of the median over 5 repeated benches of one model.
+- Paired ratios: MobileNetV2 224 float32 against int8 over 5 repeats on the host, the spread of
+  `--paired`'s ratio next to the spread of absolute medians (edgeprune paired and unpaired, and
+  litert-benchmark in the same repeats) and of the ratios that unpaired medians give.
 
     python benchmarks/harness_bench.py [--out benchmarks/results/harness.md] [--repeats 5]
 """
@@ -34,6 +37,82 @@ from sshd_fixture import start_sshd  # noqa: E402
 
 from edgeprune.bench import BenchSettings, bench_models  # noqa: E402
 from edgeprune.bench.inventory import DeviceSpec  # noqa: E402
+
+
+def make_mobilenets(folder: Path) -> dict[str, Path]:
+    """MobileNetV2 1.0 at 224x224x3 (weights=None: latency does not depend on the values), as
+    float32 and as full int8 (calibrated on 8 random images), made in a subprocess."""
+    subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--make-mobilenets", str(folder)],
+        check=True,
+        capture_output=True,
+        timeout=1800,
+    )
+    return {n: folder / f"mnv2_224_{n}.tflite" for n in ("float32", "int8")}
+
+
+def _make_mobilenets_here(folder: Path) -> None:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import numpy as np
+
+    from edgeprune._tf import keras, tf
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, weights=None)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mnv2_224_float32.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)] for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    (folder / "mnv2_224_int8.tflite").write_bytes(conv.convert())
+
+
+def paired_spread(mobilenets: dict[str, Path], repeats: int) -> dict:
+    """`repeats` times, in turn: edgeprune --paired (float32 the reference), edgeprune unpaired
+    and litert-benchmark on both files, 1 thread. The ratio is int8 latency / float32 latency."""
+    fp, q8 = mobilenets["float32"], mobilenets["int8"]
+    common = dict(threads=[1], runs=100, warmup=5, min_secs=2.0)
+    rows: dict[str, list[float]] = {k: [] for k in (
+        "paired_ratio", "paired_low", "paired_high", "paired_first", "paired_second", "paired_fp_us", "paired_q8_us",
+        "unpaired_ratio", "unpaired_fp_us", "unpaired_q8_us", "litert_ratio", "litert_fp_us", "litert_q8_us")}
+    blocks, unstable = [], []
+    for i in range(repeats):
+        print(f"paired ratios: repeat {i + 1}/{repeats}", file=sys.stderr, flush=True)
+        run = bench_models([fp, q8], ["local"], BenchSettings(paired=True, **common))
+        if run.failures:
+            raise SystemExit(f"paired: {run.failures}")
+        (q,) = run.ratios
+        med = {r.model: r.stats.median_us for r in run.results}
+        rows["paired_ratio"].append(q.ratio)
+        rows["paired_low"].append(q.low)
+        rows["paired_high"].append(q.high)
+        rows["paired_first"].append(q.halves[0])
+        rows["paired_second"].append(q.halves[1])
+        unstable.append("unstable_ratio" in q.flags)
+        rows["paired_fp_us"].append(med[fp.name])
+        rows["paired_q8_us"].append(med[q8.name])
+        blocks.append(q.blocks)
+        run = bench_models([fp, q8], ["local"], BenchSettings(**common))
+        if run.failures:
+            raise SystemExit(f"unpaired: {run.failures}")
+        med = {r.model: r.stats.median_us for r in run.results}
+        rows["unpaired_fp_us"].append(med[fp.name])
+        rows["unpaired_q8_us"].append(med[q8.name])
+        rows["unpaired_ratio"].append(med[q8.name] / med[fp.name])
+        lf, lq = litert_benchmark_median_us(fp, 200), litert_benchmark_median_us(q8, 200)
+        rows["litert_fp_us"].append(lf)
+        rows["litert_q8_us"].append(lq)
+        rows["litert_ratio"].append(lq / lf)
+    return {"values": rows, "blocks": blocks, "unstable": unstable,
+            "bytes": {n: p.stat().st_size for n, p in mobilenets.items()}}
+
+
+def _spread(xs: list[float]) -> float:
+    return (max(xs) - min(xs)) / statistics.median(xs)
 
 
 def make_models(folder: Path) -> dict[str, Path]:
@@ -150,7 +229,60 @@ def repeatability(model: Path, repeats: int, spec: DeviceSpec | str) -> dict:
     }
 
 
-def render(over, agree, rep, rep_name, load, seconds) -> str:
+def render_paired(p: dict) -> list[str]:
+    v = p["values"]
+    n = len(v["paired_ratio"])
+
+    def row(label, key, scale=1.0, fmt="{:.3f}"):
+        xs = v[key]
+        return (f"| {label} | {', '.join(fmt.format(x * scale) for x in xs)} | {fmt.format(statistics.median(xs) * scale)} "
+                f"| {_spread(xs):.1%} |")
+
+    intervals = ", ".join(
+        f"{lo:.3f}-{hi:.3f}" + (f" (flagged unstable_ratio: halves {a:.3f} then {b:.3f})" if bad else "")
+        for lo, hi, a, b, bad in zip(v["paired_low"], v["paired_high"], v["paired_first"], v["paired_second"],
+                                     p["unstable"])
+    )
+    steady = [r for r, bad in zip(v["paired_ratio"], p["unstable"]) if not bad]
+    steady_line = (
+        f" Over the {len(steady)} repeats not flagged, the paired ratio's spread is {_spread(steady):.1%}."
+        if 1 < len(steady) < n
+        else ""
+    )
+    return [
+        "",
+        "### Paired ratios",
+        "",
+        f"MobileNetV2 1.0 at 224x224x3, float32 ({p['bytes']['float32']:,} B) and full int8 "
+        f"({p['bytes']['int8']:,} B), on `local`, 1 thread, {n} repeats. Each repeat runs, in turn, "
+        "`bench --paired` (both models in one process, interleaved in shuffled blocks of >= 2 invokes and "
+        ">= 0.01 s; float32 is the reference), an unpaired bench of both, and litert-benchmark (200 runs) on "
+        "both. Ratio = int8 latency / float32 latency (its inverse is int8's speed-up); spread = (max - min) / "
+        "median over the repeats. Target: the paired ratio's spread within 3 %.",
+        "",
+        "| quantity | per repeat | median | spread |",
+        "|---|---|---:|---:|",
+        row("paired ratio (edgeprune --paired)", "paired_ratio"),
+        row("ratio of unpaired medians (edgeprune)", "unpaired_ratio"),
+        row("ratio of litert-benchmark medians", "litert_ratio"),
+        row("float32 median, ms: edgeprune --paired", "paired_fp_us", 1e-3),
+        row("float32 median, ms: edgeprune unpaired", "unpaired_fp_us", 1e-3),
+        row("float32 median, ms: litert-benchmark", "litert_fp_us", 1e-3),
+        row("int8 median, ms: edgeprune --paired", "paired_q8_us", 1e-3),
+        row("int8 median, ms: edgeprune unpaired", "unpaired_q8_us", 1e-3),
+        row("int8 median, ms: litert-benchmark", "litert_q8_us", 1e-3),
+        "",
+        f"The paired ratio's 95 % bootstrap intervals per repeat (resampling {min(p['blocks'])}-{max(p['blocks'])} "
+        f"blocks): {intervals}. An interval holds the noise within one run; the spread over repeats also holds "
+        "what changes between processes (memory placement, the host's other jobs). Pairing cancels a slowdown "
+        "that scales both models alike (clock, thermal state); it does not cancel contention that slows one "
+        "more than the other (another job on the same cores or caches hurts the long, memory-bound float32 "
+        "invoke more than the int8 one). A run whose ratio differs by more than 3 % between the first and "
+        f"second halves of its blocks is flagged `unstable_ratio`.{steady_line}",
+    ]
+
+
+def render(over, agree, rep, rep_name, load, seconds, paired=None) -> str:
     lines = [
         "## Benchmark harness (edgeprune bench)",
         "",
@@ -208,8 +340,10 @@ def render(over, agree, rep, rep_name, load, seconds) -> str:
         "|---|---:|---:|---:|",
         f"| {', '.join(f'{m / 1000:.3f}' for m in rep['medians_us'])} | {rep['spread']:.1%} | "
         f"{rep['cv_of_medians']:.1%} | {rep['median_run_cv']:.1%} |",
-        "",
     ]
+    if paired is not None:
+        lines += render_paired(paired)
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -217,7 +351,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "harness.md"))
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--make-mobilenets", metavar="DIR", help=argparse.SUPPRESS)  # the subprocess of make_mobilenets
     a = p.parse_args()
+    if a.make_mobilenets:
+        _make_mobilenets_here(Path(a.make_mobilenets))
+        return
     t0 = time.monotonic()
     load0 = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="harness-bench-"))
@@ -247,9 +385,10 @@ def main() -> None:
             server.stop()
         agree = agreement(models)
         rep = repeatability(models["medium"], a.repeats, "local")
+        paired = paired_spread(make_mobilenets(work / "mobilenets"), a.repeats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = render(over, agree, rep, "medium", (load0, os.getloadavg()[0]), time.monotonic() - t0)
+    text = render(over, agree, rep, "medium", (load0, os.getloadavg()[0]), time.monotonic() - t0, paired)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(a.out).with_suffix(".md.tmp")
     tmp.write_text(text)
