@@ -73,6 +73,13 @@ class SparsityReport:
                 "frozen": self.frozen, "layers": [lay.to_dict() for lay in self.layers]}
 
 
+# TF-MOT's public API (tfmot.sparsity.keras) exports no layer registry and no wrapper class: which
+# layers and weights `prune_low_magnitude` wraps is known only to its private PruneRegistry, and the
+# wrappers it makes are instances of the private PruneLowMagnitude. edgeprune must agree with TF-MOT
+# exactly on both (what is pruned, what is reported as dense and why), so it reads them where TF-MOT
+# keeps them, pinned by tensorflow-model-optimization==0.8.1 in pyproject.toml.
+
+
 def _kernel_of(layer):
     """(attribute, weight) measured for a layer: the weight TF-MOT prunes when its registry names
     one (a SeparableConv's pointwise kernel, not its depthwise kernel), else the layer's kernel."""

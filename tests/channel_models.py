@@ -100,3 +100,24 @@ def chain(input_shape=(8, 8, 3), classes=4):
 
 def batch(shape, n=4, seed=1):
     return np.random.default_rng(seed).normal(size=(n, *shape)).astype("float32")
+
+
+def masked_copy(graph, kept: dict[int, np.ndarray]):
+    """The same model at full width with every removed channel cut off from its consumers (their
+    input rows zeroed): numerically what the pruned model computes. A check for surgery."""
+    from edgeprune.channels.surgery import rebuild
+
+    model = rebuild(graph, {})
+    layers = {layer.name: layer for layer in model.layers}
+    for group in graph.groups:
+        removed = np.setdiff1d(np.arange(group.size), kept.get(group.root, np.arange(group.size)))
+        if not len(removed):
+            continue
+        for m in graph.members(group):
+            if m.weight.role != "consume":
+                continue
+            var = getattr(layers[m.layer], m.weight.attr)
+            arr = np.moveaxis(var.numpy(), m.weight.axis, 0)
+            arr[m.positions[removed].ravel()] = 0
+            var.assign(np.moveaxis(arr, 0, m.weight.axis))
+    return model

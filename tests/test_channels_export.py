@@ -9,7 +9,7 @@ from ai_edge_litert.interpreter import Interpreter
 from edgeprune._tf import keras
 from edgeprune.channels import ChannelConfig, ChannelGraph, prune_channels
 from edgeprune.channels.recovery import reestimate_bn
-from edgeprune.channels.surgery import masked_copy
+from channel_models import masked_copy
 from edgeprune.errors import PruningError
 from channel_models import batch, zoo
 

@@ -8,7 +8,8 @@ import pytest
 
 from edgeprune._tf import keras
 from edgeprune.channels import ChannelConfig, ChannelGraph, PruningPlan, apply_plan, prune_channels
-from edgeprune.channels.surgery import masked_copy, rebuild
+from channel_models import masked_copy
+from edgeprune.channels.surgery import rebuild
 from edgeprune.errors import PruningError, SchemaError
 from channel_models import batch, chain, nested, zoo
 

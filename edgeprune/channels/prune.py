@@ -36,19 +36,6 @@ class ChannelResult:
     latency_ms_after: float | None = None
     steps: list[dict] = dataclasses.field(default_factory=list)
 
-    def summary(self) -> dict:
-        def frac(a, b):
-            return None if a is None or b in (None, 0) else a / b
-
-        return {
-            "params_before": self.params_before, "params_after": self.params_after,
-            "params_kept": frac(self.params_after, self.params_before),
-            "macs_before": self.macs_before, "macs_after": self.macs_after,
-            "macs_kept": frac(self.macs_after, self.macs_before),
-            "channels_before": self.plan.channels_before, "channels_after": self.plan.channels_after,
-            "latency_ms_before": self.latency_ms_before, "latency_ms_after": self.latency_ms_after,
-        }
-
 
 FineTune = Callable[["keras.Model", int], "keras.Model"]
 

@@ -76,22 +76,3 @@ def _copy_weights(graph: ChannelGraph, name: str, new_layer, port_kept: dict[str
     except ValueError as e:
         raise InternalError(f"sliced weights of {name!r} do not fit the rebuilt layer: {e}",
                             "report this model to edgeprune") from e
-
-
-def masked_copy(graph: ChannelGraph, kept: dict[int, np.ndarray]) -> "keras.Model":
-    """The same model at full width with every removed channel cut off from its consumers (their
-    input rows zeroed): numerically what the pruned model computes. A check for surgery."""
-    model = rebuild(graph, {})
-    layers = {layer.name: layer for layer in model.layers}
-    for group in graph.groups:
-        removed = np.setdiff1d(np.arange(group.size), kept.get(group.root, np.arange(group.size)))
-        if not len(removed):
-            continue
-        for m in graph.members(group):
-            if m.weight.role != "consume":
-                continue
-            var = getattr(layers[m.layer], m.weight.attr)
-            arr = np.moveaxis(var.numpy(), m.weight.axis, 0)
-            arr[m.positions[removed].ravel()] = 0
-            var.assign(np.moveaxis(arr, 0, m.weight.axis))
-    return model

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import faulthandler
 import importlib
-import importlib.util
 import os
 import signal
 import subprocess
@@ -25,7 +24,7 @@ import click
 
 from edgeprune.errors import EdgepruneError
 
-# name -> (module, attribute). A module that does not exist yet is left out of the listing.
+# name -> (module, attribute), imported when the command runs.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("edgeprune.cli.pipeline", "run"),
     "prune": ("edgeprune.cli.pipeline", "prune"),
@@ -42,14 +41,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = [n for n, (mod, _) in LAZY_COMMANDS.items() if importlib.util.find_spec(mod) is not None]
-        return sorted(set(names) | set(super().list_commands(ctx)))
+        return sorted(set(LAZY_COMMANDS) | set(super().list_commands(ctx)))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in LAZY_COMMANDS:
             module_name, attr = LAZY_COMMANDS[name]
-            if importlib.util.find_spec(module_name) is None:
-                return None
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, name)
 
