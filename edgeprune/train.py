@@ -52,6 +52,7 @@ def clone_in_scope(model, strategy, clone_function=None):
 
 
 LR_SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("adam", "sgd")
 
 
 def learning_rate_for(learning_rate: float, schedule: str = "constant", total_steps: int = 0,
@@ -78,7 +79,7 @@ def make_optimizer(learning_rate, optimizer: str = "adam"):
         return keras.optimizers.Adam(learning_rate)
     if optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
-    raise RecipeError(f"unknown optimizer {optimizer!r}", "use adam or sgd")
+    raise RecipeError(f"unknown optimizer {optimizer!r}", f"use {' or '.join(OPTIMIZERS)}")
 
 
 def task_loss(model, label_smoothing: float = 0.0):

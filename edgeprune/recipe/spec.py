@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from edgeprune.errors import RecipeError
+from edgeprune.train import OPTIMIZERS  # the names edgeprune.train.make_optimizer knows
 
 PRUNE_METHODS = ("none", "unstructured", "2:4", "channels", "blocks")
 SPARSITY_METHODS = ("unstructured", "2:4")  # TF-MOT's, in the sparsity step
@@ -22,8 +23,6 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 SPARSE_ENCODING = ("auto", "on", "off")
 DEFAULT_SKIP = "@first_conv,@classifier"  # symbolic: resolved against the model
 DATA_KINDS = ("fashion_mnist", "npz", "image_folder")
-# the names edgeprune.train.make_optimizer knows (train.py keeps no constant of them to import)
-OPTIMIZERS = ("adam", "sgd")
 ARCHITECTURE_KEYS = ("alpha", "input_shape", "classes", "bn_momentum", "dropout")  # read only to build one
 
 
