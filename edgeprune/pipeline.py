@@ -165,7 +165,7 @@ def _fine_tune(ctx: Context, v: VariantSpec, what: str):
                           v.fine_tune_epochs, f"{v.name}: {what} recovery", ctx.strategy)
 
 
-def _structural(ctx: Context, v: VariantSpec, model, row: dict, step: str):
+def _structural(ctx: Context, v: VariantSpec, model, row: dict, step: str, settings: dict):
     """Blocks or channels out of `model`, its record in the row and its plan in the run folder."""
     from edgeprune.channels import ChannelConfig
     from edgeprune.channels.blocks import BlockConfig, save_block_plan
@@ -174,17 +174,19 @@ def _structural(ctx: Context, v: VariantSpec, model, row: dict, step: str):
     plan_path = ctx.out / "variants" / v.name / f"{'block' if step == 'blocks' else 'channel'}_plan.json"
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     if step == "blocks":
-        model, row["blocks"], plan = steps.remove_blocks(model, BlockConfig(**v.blocks), data,
+        model, row["blocks"], plan = steps.remove_blocks(model, BlockConfig(**settings), data,
                                                          _fine_tune(ctx, v, "block"), v.fine_tune_epochs)
         save_block_plan(plan, plan_path)
     else:
-        model, row["channels"], plan = steps.prune_channels(model, ChannelConfig(**v.channels), data,
+        model, row["channels"], plan = steps.prune_channels(model, ChannelConfig(**settings), data,
                                                             _fine_tune(ctx, v, "channel"), v.fine_tune_epochs)
         plan.save(plan_path)
     return model
 
 
 def run_variant(ctx: Context, v: VariantSpec) -> dict:
+    """The variant's steps in order (recipe.steps: structural, TF-MOT sparsity, (P)QAT, convert),
+    then the verified export and its record."""
     from edgeprune import sparsity
     from edgeprune.train import keras_accuracy
 
@@ -193,18 +195,24 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
     t0 = time.perf_counter()
     model = ctx.baseline
     x, y = ctx.data.x_train, ctx.data.y_train
-    for step in v.order:
-        if (step == "blocks" and v.blocks) or (step == "channels" and v.channels):
-            model = _structural(ctx, v, model, row, step)
-    if v.prune in ("unstructured", "2:4"):
-        log_dir = str(ctx.out / "variants" / v.name / "tensorboard") if v.pruning_summaries else None
-        model, rep = sparsity.prune(model, v.prune, x, y, schedule=v.schedule, target=v.target_sparsity,
-                                    initial=v.initial_sparsity, begin_step=v.begin_step, end_step=v.end_step,
-                                    frequency=v.frequency, skip_patterns=v.skip, epochs=v.fine_tune_epochs,
-                                    batch_size=r.fine_tune_batch_size, learning_rate=v.learning_rate,
-                                    strategy=ctx.strategy, log_dir=log_dir, seed=r.seed, frozen=v.frozen)
-        row["sparsity"] = rep.to_dict()
-    else:
+    qat, convert = None, None
+    for step in v.steps:
+        if step.kind in ("blocks", "channels"):
+            model = _structural(ctx, v, model, row, step.kind, step.settings)
+        elif step.kind == "sparsity":
+            log_dir = str(ctx.out / "variants" / v.name / "tensorboard") if step.pruning_summaries else None
+            model, rep = sparsity.prune(model, step.method, x, y, schedule=step.schedule, target=step.target_sparsity,
+                                        initial=step.initial_sparsity, begin_step=step.begin_step,
+                                        end_step=step.end_step, frequency=step.frequency,
+                                        skip_patterns=list(step.skip), epochs=v.fine_tune_epochs,
+                                        batch_size=r.fine_tune_batch_size, learning_rate=v.learning_rate,
+                                        strategy=ctx.strategy, log_dir=log_dir, seed=r.seed, frozen=step.frozen)
+            row["sparsity"] = rep.to_dict()
+        elif step.kind in ("qat", "pqat"):
+            qat = step  # fine-tunes quantization-aware as part of the conversion that follows
+        else:
+            convert = step
+    if "sparsity" not in row:
         row["sparsity"] = sparsity.measure(model, set(), set(), "none", None).to_dict()
     row["params"] = count_params(model)
     if model is not ctx.baseline:  # the baseline's model is already in baseline/
@@ -213,10 +221,11 @@ def run_variant(ctx: Context, v: VariantSpec) -> dict:
         model.save(keras_dir / "model.keras")
     row["keras_accuracy"] = keras_accuracy(model, ctx.data.x_test, ctx.data.y_test)
 
-    mode = v.quantize
-    content, encoding = steps.convert(model, mode, x, y, ctx.representative, qat_epochs=v.qat_epochs,
+    mode = qat.kind if qat is not None else convert.mode
+    content, encoding = steps.convert(model, mode, x, y, ctx.representative,
+                                      qat_epochs=qat.epochs if qat is not None else 0.0,
                                       batch_size=r.fine_tune_batch_size, learning_rate=v.learning_rate / 5,
-                                      strategy=ctx.strategy, seed=r.seed, sparse_encoding=v.sparse_encoding,
+                                      strategy=ctx.strategy, seed=r.seed, sparse_encoding=convert.sparse_encoding,
                                       has_zeros=row["sparsity"]["targeted_sparsity"] > 0.3)
     row["sparse_encoding"] = encoding
     path = ctx.out / "tflite" / f"{v.name}.tflite"
