@@ -235,3 +235,13 @@ def test_a_device_held_by_another_run_is_reported_busy_and_a_dead_owner_is_taken
     run = bench_models([TINY], ["host"], s, inv)
     assert not run.failures and run.results
     assert sorted(p.name for p in work.iterdir()) == ["cache"]  # lock released, run folder gone
+
+
+def test_bench_and_devices_take_the_short_options_of_the_other_commands(tmp_path, cli_run):
+    out = tmp_path / "run"
+    r = cli_run("bench", TINY, *QUICK, "-t", "local", "-o", out, "-q")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "" and (out / "bench.json").is_file()  # -q: no per-device progress
+    assert r.stdout.startswith("# edgeprune bench\n")
+    r = cli_run("devices", "-t", "local", "-q")
+    assert r.returncode == 0 and r.stderr == "" and "local" in r.stdout

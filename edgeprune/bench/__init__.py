@@ -18,6 +18,8 @@ from edgeprune.bench.results import (
     Failure,
     MemoryUse,
     ModelFile,
+    PairedRatio,
+    WeightTensor,
 )
 from edgeprune.bench.stats import LatencyStats
 
@@ -36,5 +38,7 @@ __all__ = [
     "Failure",
     "MemoryUse",
     "ModelFile",
+    "PairedRatio",
+    "WeightTensor",
     "LatencyStats",
 ]

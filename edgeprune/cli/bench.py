@@ -106,7 +106,8 @@ _binary_opt = click.option(
 @_inventory_opt
 @_binary_opt
 @click.option("--json", "as_json", is_flag=True, help="Print the DeviceInfo list as JSON.")
-def devices(targets, inventory, binaries, as_json):
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def devices(targets, inventory, binaries, as_json, quiet):
     """Probe targets: reachable and authorized, identity, ABI, cores, OS, runners, temperature.
 
     Without --target: this host, every adb device `adb devices` lists, and every inventory device.
@@ -126,7 +127,7 @@ def devices(targets, inventory, binaries, as_json):
             listed = {}  # no adb here: only the host and the inventory
         known = {d.target for d in inv.devices} if inv else set()
         targets += [f"adb:{s}" for s in listed if f"adb:{s}" not in known]
-    progress.set_reporter(DeviceLineReporter())
+    progress.set_reporter(progress.Reporter() if quiet else DeviceLineReporter())
     infos = probe_devices(targets, inv, _binaries(binaries))
     if as_json:
         click.echo(json.dumps([i.to_dict() for i in infos], indent=1))
@@ -236,6 +237,7 @@ def _print_devices(infos) -> None:
 @_binary_opt
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Run folder [runs/bench-DATE-TIME].")
 @click.option("--force", is_flag=True, help="Replace an existing folder of bench results.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-device progress on stderr.")
 def bench(
     models,
     targets,
@@ -258,6 +260,7 @@ def bench(
     binaries,
     out,
     force,
+    quiet,
 ):
     """Measure size and latency of .tflite MODELS on one or more devices.
 
@@ -300,7 +303,7 @@ def bench(
     out_dir = Path(out) if out else Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     check_out_dir(out_dir, force, [Path(m) for m in models])  # fail before any device is touched
     inv = load_inventory(inventory) if inventory else None
-    progress.set_reporter(DeviceLineReporter())
+    progress.set_reporter(progress.Reporter() if quiet else DeviceLineReporter())
     _terminate_like_ctrl_c()
     run = bench_models(list(models), list(targets), settings, inv, _binaries(binaries))
     if not run.results:  # every device failed: a folder of empty tables would only mislead
