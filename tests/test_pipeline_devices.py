@@ -31,6 +31,7 @@ threads = [1]
 runs = 20
 warmup = 1
 min_secs = 0.0
+input_shapes = [[32, 32, 1]]
 [[variant]]
 name = "int8"
 quantize = "int8"
@@ -63,6 +64,7 @@ def runs(tiny_model_dir, tmp_path_factory):
             r = edgeprune("run", "r.toml", "--out", name, "--target", "phone", "--inventory", "devices.toml",
                           cwd=d, env=srv.env)
             assert r.returncode == 0, r.stderr[-3000:]
+            (d / f"{name}.stdout").write_text(r.stdout)
     return d
 
 
@@ -73,15 +75,27 @@ def test_the_run_records_every_measurement_with_raw_samples_and_paired_ratios(ru
     assert bench["failures"] == [] and bench["settings"]["paired"] is True
     assert [d["name"] for d in bench["devices"]] == ["local", "phone"]
     assert bench["devices"][1]["model"] == "Pixel Test 7"
+    files = ["baseline.tflite", "int8.tflite", "baseline@32x32.tflite", "int8@32x32.tflite"]
     measured = sorted((r["model"], r["device"]) for r in bench["results"])
-    assert measured == [("baseline.tflite", "local"), ("baseline.tflite", "phone"), ("int8.tflite", "local"),
-                        ("int8.tflite", "phone")]
+    assert measured == sorted((f, d) for f in files for d in ("local", "phone"))
     assert all(len(r["samples_us"]) >= 20 for r in bench["results"])
     ratios = {(x["model"], x["device"]): x for x in bench["ratios"] if x["model"] != x["reference"]}
-    assert set(ratios) == {("int8.tflite", "local"), ("int8.tflite", "phone")}
-    assert all(x["reference"] == "baseline.tflite" and x["low"] <= x["ratio"] <= x["high"] for x in ratios.values())
+    assert set(ratios) == {(f, d) for f in ("int8.tflite", "int8@32x32.tflite") for d in ("local", "phone")}
+    for (model, _), x in ratios.items():  # each input size is its own group, its baseline the reference
+        assert x["reference"] == model.replace("int8", "baseline") and x["low"] <= x["ratio"] <= x["high"]
     by_sha = {v["sha256"]: v["name"] for v in report["variants"]}
-    assert sorted(by_sha[m["sha256"]] for m in bench["models"]) == ["baseline", "int8"]
+    by_sha |= {e["sha256"]: v["name"] + "@32" for v in report["variants"] for e in v["exports"]}
+    assert sorted(by_sha[m["sha256"]] for m in bench["models"]) == ["baseline", "baseline@32", "int8", "int8@32"]
+
+
+def test_the_summary_shows_every_device_and_the_other_input_size(runs):
+    out = (runs / "a.stdout").read_text()
+    table = out.split("\n\n")[0].splitlines()
+    assert table[0].split() == ["variant", "KB", "gz", "KB", "acc", "agree", "zeros", "ms@1t", "x", "ms@32", "x@32"]
+    int8 = next(x.split() for x in table if x.startswith("int8"))
+    assert float(int8[-1]) > 0 and float(int8[-3]) > 0  # paired speed-ups at both sizes
+    assert "on the other devices" in out and "phone x1" in out  # the phone's medians, under its name
+    assert "measured side by side (paired" in out and max(len(x) for x in out.splitlines()[:12]) <= 80
 
 
 def test_every_view_shows_the_phone_under_its_own_name(runs, tmp_path):
@@ -99,8 +113,9 @@ def test_every_view_shows_the_phone_under_its_own_name(runs, tmp_path):
     assert "### phone (adb:" in md and "### local (local)" in md
 
     rows = list(csv.DictReader(io.StringIO(edgeprune("report", runs / "a", "-f", "csv", cwd=tmp_path).stdout)))
-    assert sorted((x["variant"], x["device"]) for x in rows) == [("baseline", "local"), ("baseline", "phone"),
-                                                                   ("int8", "local"), ("int8", "phone")]
+    names = ["baseline", "baseline@32x32", "int8", "int8@32x32"]
+    assert sorted((x["variant"], x["device"]) for x in rows) == [(n, d) for n in names for d in ("local", "phone")]
+    assert {x["of"] for x in rows if "@" in x["variant"]} == {"baseline", "int8"}
     phone_int8 = next(x for x in rows if x["device"] == "phone" and x["variant"] == "int8")
     assert phone_int8["target"].startswith("adb:") and phone_int8["speedup_method"] == "interleaved"
     assert float(phone_int8["speedup_low"]) <= float(phone_int8["speedup"]) <= float(phone_int8["speedup_high"])
@@ -120,14 +135,14 @@ def test_compare_of_two_pipeline_runs_tests_the_raw_samples(runs):
     r = edgeprune("compare", "a", "b", "--threshold", "100", cwd=runs)
     assert r.returncode == 0, r.stderr
     assert "phone (" in r.stdout and "local (" in r.stdout
-    rows = [x for x in r.stdout.splitlines() if re.match(r"\s+(baseline|int8)\s+1\s", x)]
-    assert len(rows) == 4  # two variants on two devices
+    rows = [x for x in r.stdout.splitlines() if re.match(r"\s+(baseline|int8)(@32x32)?\s+1\s", x)]
+    assert len(rows) == 8  # two variants at two input sizes on two devices
     for row in rows:  # a p-value from the Mann-Whitney test on raw samples, not the p5-p95 rule
         assert re.search(r"\s(<?0\.\d+|1\.0+|<0\.001)\s", row), row
     assert "summary statistics only" not in r.stdout
     side = r.stdout.split("measured side by side in each run")[1].split("\n\n")[0]
     paired = [x.split() for x in side.splitlines() if x.startswith("int8")]
-    assert sorted(x[1] for x in paired) == ["local", "phone"]  # each run's paired speed-up, A and B
+    assert sorted((x[0], x[1]) for x in paired) == [(n, d) for n in ("int8", "int8@32x32") for d in ("local", "phone")]
     assert all(x[3].endswith("x") and x[4].startswith("[") for x in paired), side
 
 
