@@ -17,7 +17,7 @@ def _run_header(s: Source) -> list[str]:
     if src:
         params = src.get("params")
         lines += [f"Model: {src.get('architecture') or src.get('path')} ({src.get('kind')}), "
-                  f"{params:,} parameters, input {src.get('input_shape')}. "
+                  + (f"{params:,} parameters, " if params is not None else "") + f"input {src.get('input_shape')}. "
                   f"Data: {data.get('name')}, {data.get('train')} train / {data.get('test')} test images. "
                   f"Baseline: {b.get('epochs')} epochs{' (cached)' if b.get('cached') else ''}, Keras accuracy "
                   f"{pct(b.get('keras_accuracy'))}.", ""]

@@ -258,7 +258,8 @@ def _add_run_v1_latency(report: Report, data: dict, label: str) -> None:
         names["local"] = claim_device(report, _host_card(data.get("machine", {}), label, runtimes))
     for d in data.get("devices", []):
         info = DeviceInfo.from_dict(d)
-        names[info.name] = claim_device(report, _card(info, label, []))
+        runners = sorted({f"{x.get('runtime', '?')} runner" for x in rows if x.get("target") == info.name})
+        names[info.name] = claim_device(report, replace(_card(info, label, []), runners=runners))
     for v in data.get("variants", []):
         for x in v.get("latency", []):
             target = x.get("target", "local")
