@@ -1,248 +1,212 @@
 """The headline result: MobileNetV2 0.35 on Fashion-MNIST, trained to convergence, against float32,
 int8, TF-MOT's best and edgeprune's structural variants, in one table.
 
-    python benchmarks/headline_bench.py                       # run the recipe, then measure (about 1.5 h on 2 cores)
-    python benchmarks/headline_bench.py --from-run runs/bench/headline   # measure an existing run again
+    python benchmarks/headline_bench.py                       # run the recipe (about 1.5 h on 2 cores)
+    python benchmarks/headline_bench.py --from-run runs/bench/headline   # time its exports again
+    python benchmarks/headline_bench.py --render-only         # the section from headline.json
+    python benchmarks/headline_bench.py --quick               # the whole path in minutes, nothing stored
 
 The recipe (benchmarks/recipes/headline.toml) is run end to end through `edgeprune run`: the
 converged baseline (cached), every variant, their .tflite files at 32x32 and the same networks
 re-instantiated at 224x224. Accuracy is top-1 through LiteRT on all 10,000 test images. Latency is
-measured here at 1 thread with the models interleaved: every model is loaded once, then timed in
-short blocks, round after round, in a shuffled order, so that a change of the shared machine's
-load hits every model alike and the speed-ups (medians against float32) are ratios measured side
-by side. Writes benchmarks/results/headline.json and the headline section of BENCHMARKS.md."""
+the run's own: the pipeline times every export through the bench harness, paired (the exports of
+one input size in one runner process, interleaved in shuffled blocks), and the speed-ups are its
+paired ratios against float32 with bootstrap intervals. `--from-run` times an existing run's
+exports again the same way, with more time per model (e.g. on a quieter machine), and shows those.
+Writes benchmarks/results/headline.json (the results model, without raw samples) and the headline
+section of BENCHMARKS.md."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _shared import (QUICK_DIR, ROOT, guarded, publish, quick_recipe, read_results, read_stored, remeasure,
+                     run_recipe, run_timing, speedup, speedup_cell, stored, timing, timing_text)
 
-from android_bench.litert_runner import _random_input, load_interpreter, summarize  # noqa: E402
+from edgeprune.report.tables import table
+from edgeprune.results import load
 
 RECIPE = ROOT / "benchmarks" / "recipes" / "headline.toml"
-RESULTS = ROOT / "benchmarks" / "results" / "headline.json"
-SECTION = ROOT / "benchmarks" / "results" / "headline.md"
+SCHEMA, VERSION = "edgeprune.bench.headline", 2
 TARGET = {"loss_pt": 1.0, "speedup": 5.0, "bytes_ratio": 10.0}
+QUICK_VARIANTS = ["int8", "tfmot50-pqat", "ch50-plain", "b6-ch50-int8"]
+THREADS = 1
+OPTIMIZERS = {"adam": "Adam", "sgd": "SGD"}
 
 
-def run_recipe(out: Path) -> None:
-    cmd = [str(ROOT / ".venv" / "bin" / "edgeprune"), "run", str(RECIPE), "--out", str(out), "--force"]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+def collect(run: Path, remeasured: tuple | None, command: str) -> dict:
+    """The stored result of a run folder: its Report (merged with a re-measurement when there is
+    one) and how it was timed."""
+    if remeasured is None:
+        report = load([run])
+        src = report.run_sources()[0]
+        how = timing("pipeline run", run_timing(run), report, src.host.get("load_average"))
+    else:
+        report, bench = remeasured
+        how = timing("remeasured", bench.settings.to_dict(), report)
+    where = run.relative_to(ROOT) if run.is_relative_to(ROOT) else run
+    return {"schema": SCHEMA, "version": VERSION, "run": str(where), "command": command,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "timing": how, "target": TARGET,
+            "report": stored(report)}
 
 
-def interleaved(paths: dict[str, Path], threads: int, rounds: int, block_secs: float, seed: int = 0) -> tuple[dict, str]:
-    """Median latency (us) of every model, timed in blocks of `block_secs`, `rounds` times each,
-    in a new random order every round. Returns name -> summary (with the raw samples)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    interps = {}
-    for name, path in paths.items():
-        interp, runtime, version = load_interpreter(str(path), threads, True)
-        for detail in interp.get_input_details():
-            interp.set_tensor(detail["index"], _random_input(detail, rng))
-        for _ in range(5):
-            interp.invoke()
-        interps[name] = interp
-    samples = {name: [] for name in paths}
-    order = list(paths)
-    shuffle = random.Random(seed)
-    for r in range(rounds):
-        shuffle.shuffle(order)
-        for name in order:
-            interp = interps[name]
-            start = time.perf_counter()
-            while True:
-                t = time.perf_counter()
-                interp.invoke()
-                now = time.perf_counter()
-                samples[name].append((now - t) * 1e6)
-                if now - start >= block_secs:
-                    break
-        print(f"  latency round {r + 1}/{rounds}", flush=True)
-    return {name: {**summarize(s), "samples_us": s} for name, s in samples.items()}, f"{runtime} {version}"
+def describe(v) -> str:
+    """What was done to a variant, from its run record."""
+    spec, d = v.details.get("spec", {}), v.details
+    removed = (d.get("blocks") or {}).get("removed", [])
+    ratio = ((d.get("channels") or {}).get("config") or {}).get("ratio")
+    structural = bool(removed) or ratio is not None
+    what = [f"{len(removed)} blocks removed"] if removed else []
+    if ratio is not None:
+        ch = spec.get("channels") or {}
+        what.append(f"{ratio:.0%} channels removed"
+                    + (f" ({ch['allocation']})" if ch.get("allocation", "uniform") != "uniform" else "")
+                    + (f" in {ch['iterative_steps']} steps" if ch.get("iterative_steps", 1) > 1 else ""))
+    if v.prune in ("unstructured", "2:4"):
+        what.append(f"TF-MOT {v.prune} {spec['target_sparsity']:.0%}")
+    if spec.get("fine_tune_epochs") and v.prune != "none" or removed:
+        what.append(f"{spec['fine_tune_epochs']:g} ep fine-tune per step"
+                    + (", KD" if spec.get("distill") and structural else "")
+                    + (f", {spec['lr_schedule']} LR" if structural else ""))
+    what.append(v.quantize)
+    return "; ".join(what)
 
 
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    have = set(flags.split(":", 1)[1].split())
-    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8"]
-    return ", ".join(f for f in wanted if f in have) or "none of " + ", ".join(wanted)
+def rows(report) -> list[dict]:
+    """One row per verified variant at the model's size: accuracy, loss against the baseline,
+    bytes, and the point speed-up at each size (0 where it was not measured)."""
+    base = report.baseline()
+    shapes = report.input_shapes()
+
+    def x(v):
+        sp = speedup(report, v, THREADS) if v is not None else None
+        return sp[0] if sp else 0.0
+
+    out = []
+    for v in report.main_variants():
+        if v.status == "ok":
+            big = report.resized(v.name, shapes[0]) if shapes else None
+            out.append({"v": v, "big": big, "acc": v.accuracy, "loss_pt": 100 * (base.accuracy - v.accuracy),
+                        "bytes": v.bytes, "fewer": 1 / report.ratio(v), "x": x(v), "x_big": x(big)})
+    return out
 
 
-def measure(run: Path, rounds: int, block_secs: float) -> dict:
-    report = json.loads((run / "report.json").read_text())
-    variants = [v for v in report["variants"] if v["status"] == "ok"]
-    base = next(v for v in variants if v["name"] == "baseline")
-    at = {}
-    for v in variants:
-        big = next((a for a in v.get("latency_at", []) if a.get("tflite")), None)
-        at[v["name"]] = run / big["tflite"] if big else None
-    small = {v["name"]: run / v["tflite"] for v in variants}
-    print(f"timing {len(small)} models at 32x32, interleaved", flush=True)
-    lat32, runtime = interleaved(small, 1, rounds, block_secs)
-    big_paths = {k: p for k, p in at.items() if p is not None}
-    print(f"timing {len(big_paths)} models at 224x224, interleaved", flush=True)
-    lat224, _ = interleaved(big_paths, 1, rounds, block_secs * 4)
-    rows = []
-    base_acc = base["accuracy"]
-    for v in variants:
-        name = v["name"]
-        s32 = lat32[base["name"]]["median_us"] / lat32[name]["median_us"]
-        s224 = (lat224[base["name"]]["median_us"] / lat224[name]["median_us"]) if name in lat224 else None
-        rows.append({
-            "name": name, "tflite_accuracy": v["accuracy"], "baseline_accuracy": base_acc,
-            "loss_pt": round(100 * (base_acc - v["accuracy"]), 2), "bytes": v["bytes"], "float32_bytes": base["bytes"],
-            "bytes_ratio": base["bytes"] / v["bytes"], "speedup_32": s32, "speedup_224": s224,
-            "median_us_32": lat32[name]["median_us"], "median_us_224": lat224[name]["median_us"] if name in lat224
-            else None, "params": v.get("params"), "quantize": v["spec"]["quantize"], "prune": v["spec"]["prune"],
-            "blocks_removed": (v.get("blocks") or {}).get("removed", []),
-            "channels": (v.get("channels") or {}).get("config", {}).get("ratio") if v.get("channels") else None,
-            "fine_tune_epochs": v["spec"].get("fine_tune_epochs"), "distill": v["spec"].get("distill"),
-            "spec": {k: v["spec"].get(k) for k in ("lr_schedule", "distill", "channels", "blocks",
-                                                    "fine_tune_epochs", "target_sparsity")},
-        })
-    meets = [r for r in rows if r["loss_pt"] <= TARGET["loss_pt"] and r["speedup_32"] >= TARGET["speedup"]
-             and (r["speedup_224"] or 0) >= TARGET["speedup"] and r["bytes_ratio"] >= TARGET["bytes_ratio"]]
-    return {
-        "schema": "edgeprune.bench.headline", "version": 1, "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT)
-                                                                       else run),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpu": report["machine"]["cpu"], "cores": os.cpu_count(), "cpu_flags": cpu_flags(),
-                    "load_average": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version()},
-        "versions": report["versions"], "runtime": runtime, "threads": 1, "rounds": rounds,
-        "block_secs": {"32": block_secs, "224": block_secs * 4},
-        "baseline": {"epochs": report["baseline"]["epochs"], "keras_accuracy": report["baseline"]["keras_accuracy"],
-                     "curve": report["baseline"].get("curve", []), "recipe": report["recipe"]["baseline"]},
-        "target": TARGET, "met_by": [r["name"] for r in meets], "variants": rows,
-    }
-
-
-def pareto(rows: list[dict]) -> list[str]:
-    """Variants no other beats on accuracy, 32x32 speed-up and bytes at once."""
+def pareto(rs: list[dict]) -> list[str]:
+    """Variants no other beats on accuracy, speed-up at the model's size and bytes at once."""
     def beats(a, b):
-        ge = (a["tflite_accuracy"] >= b["tflite_accuracy"] and a["speedup_32"] >= b["speedup_32"]
-              and a["bytes"] <= b["bytes"])
-        gt = (a["tflite_accuracy"] > b["tflite_accuracy"] or a["speedup_32"] > b["speedup_32"]
-              or a["bytes"] < b["bytes"])
-        return ge and gt
+        ge = a["acc"] >= b["acc"] and a["x"] >= b["x"] and a["bytes"] <= b["bytes"]
+        return ge and (a["acc"] > b["acc"] or a["x"] > b["x"] or a["bytes"] < b["bytes"])
 
-    return [r["name"] for r in rows if not any(beats(o, r) for o in rows if o is not r)]
+    return [r["v"].name for r in rs if not any(beats(o, r) for o in rs if o is not r)]
+
+
+def legacy_timing_text(t: dict) -> str:
+    """Results kept from before this script timed through the harness (converted once, every
+    number kept)."""
+    return (f"Latency: {t['threads']} thread, measured {t['when']} by this script's own loop, before it timed "
+            f"through the bench harness: every model loaded in one process and timed in interleaved blocks "
+            f"({t['rounds']} rounds of {t['block_secs']['32']} s per model at 32x32, {t['block_secs']['224']} s "
+            f"at 224x224, random order each round), {t['runtime']} with XNNPACK. x is the ratio of the two "
+            f"medians measured side by side; that loop kept no block structure to resample, so no interval is "
+            f"shown (the stored results predate paired ratios).")
 
 
 def section(res: dict) -> str:
-    m, ver = res["machine"], res["versions"]
-    b = res["baseline"]
-    curve = b["curve"]
+    report = read_stored(res["report"])
+    t, target = res["timing"], res["target"]
+    src = report.run_sources()[0]
+    m, ver, b, rec = src.host, src.versions, src.baseline, src.recipe["baseline"]
+    optimizer = OPTIMIZERS.get(rec.get("optimizer"), "Adam")
+    shapes = report.input_shapes()
+    big = "x".join(map(str, shapes[0][:2])) if shapes else None
+    small = "x".join(map(str, src.model["input_shape"][:2])) if src.model else "32x32"
+    flags = t.get("cpu_flags") or m.get("cpu_flags")
+    la = t.get("load_average") or m.get("load_average") or []
     lines = ["## The headline: MobileNetV2 0.35 on Fashion-MNIST, converged, then compressed", "",
-             f"`python benchmarks/headline_bench.py` ({res['created']}). Machine: {m['cpu']}, {m['cores']} cores "
-             f"({m['cpu_flags']}), load average {', '.join(map(str, m['load_average']))} when timing ended. "
-             f"TensorFlow {ver.get('tensorflow')}, tf-keras {ver.get('tf-keras')}, TF-MOT "
-             f"{ver.get('tensorflow-model-optimization')}, ai-edge-litert {ver.get('ai-edge-litert')} ({res['runtime']}, "
-             f"XNNPACK), Python {m['python']}.", "",
-             f"Baseline: {b['epochs']:g} epochs, Adam {b['recipe']['learning_rate']} with "
-             f"{b['recipe']['lr_schedule']} decay after {b['recipe']['warmup_epochs']:g} warm-up epoch(s), batch "
-             f"{b['recipe']['batch_size']}, augmentation {'on' if b['recipe']['augment'] else 'off'}; Keras test "
-             f"accuracy {b['keras_accuracy']:.2%}. Accuracy: top-1 through LiteRT on all 10,000 test images. "
-             f"Latency: 1 thread, every model loaded in one process and timed in interleaved blocks "
-             f"({res['rounds']} rounds of {res['block_secs']['32']} s per model at 32x32, "
-             f"{res['block_secs']['224']} s at 224x224, random order each round); x is the median against "
-             f"float32 measured side by side. The 224x224 files are the same networks and weights "
-             f"re-instantiated at 224x224x1 (`export --input-shape`).", "",
-             "| variant | what | accuracy | loss (pt) | bytes | fewer bytes | x at 32x32 | x at 224x224 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in res["variants"]:
-        what = []
-        if r["blocks_removed"]:
-            what.append(f"{len(r['blocks_removed'])} blocks removed")
-        if r["channels"] is not None:
-            ch = r["spec"]["channels"] or {}
-            what.append(f"{r['channels']:.0%} channels removed"
-                        + (f" ({ch['allocation']})" if ch.get("allocation", "uniform") != "uniform" else "")
-                        + (f" in {ch['iterative_steps']} steps" if ch.get("iterative_steps", 1) > 1 else ""))
-        if r["prune"] in ("unstructured", "2:4"):
-            what.append(f"TF-MOT {r['prune']} {r['spec']['target_sparsity']:.0%}")
-        if r["fine_tune_epochs"] and r["prune"] != "none" or r["blocks_removed"]:
-            what.append(f"{r['fine_tune_epochs']:g} ep fine-tune per step"
-                        + (", KD" if r["distill"] and (r["blocks_removed"] or r["channels"] is not None) else "")
-                        + (f", {r['spec']['lr_schedule']} LR" if r["blocks_removed"] or r["channels"] is not None
-                           else ""))
-        what.append(r["quantize"])
-        s224 = f"{r['speedup_224']:.2f}" if r["speedup_224"] else "-"
-        lines.append(f"| {r['name']} | {'; '.join(what)} | {r['tflite_accuracy']:.2%} | {r['loss_pt']:+.2f} | "
-                     f"{r['bytes']:,} | {r['bytes_ratio']:.1f}x | {r['speedup_32']:.2f} | {s224} |")
-    lines.append("")
-    if curve:
+             f"`{res['command']}` ({res['created']}). Machine: {m['cpu']}, {m['cores']} cores ({flags}), load average "
+             f"{', '.join(map(str, la))} when timing ended. TensorFlow {ver.get('tensorflow')}, tf-keras "
+             f"{ver.get('tf-keras')}, TF-MOT {ver.get('tensorflow-model-optimization')}, ai-edge-litert "
+             f"{ver.get('ai-edge-litert')}, Python {ver.get('python')}.", "",
+             f"Baseline: {b['epochs']:g} epochs, {optimizer} {rec['learning_rate']} with {rec['lr_schedule']} "
+             f"decay after {rec['warmup_epochs']:g} warm-up epoch(s), batch {rec['batch_size']}, augmentation "
+             f"{'on' if rec['augment'] else 'off'}; Keras test accuracy {b['keras_accuracy']:.2%}. Accuracy: top-1 "
+             f"through LiteRT on all {src.data['test']:,} test images. "
+             + (legacy_timing_text(t) if t["kind"] == "script loop" else timing_text(t, report))
+             + (f" The {big} files are the same networks and weights re-instantiated at "
+                f"{'x'.join(map(str, shapes[0]))} (`[bench] input_shapes`)." if big else ""), ""]
+    rs = rows(report)
+    body = [[r["v"].name, describe(r["v"]), f"{r['acc']:.2%}", f"{r['loss_pt']:+.2f}", f"{r['bytes']:,}",
+             f"{r['fewer']:.1f}x", speedup_cell(report, r["v"], THREADS), speedup_cell(report, r["big"], THREADS)]
+            for r in rs]
+    lines += [table(["variant", "what", "accuracy", "loss (pt)", "bytes", "fewer bytes", f"x at {small}",
+                     f"x at {big}" if big else "-"], body, markdown=True), ""]
+    if b.get("curve"):
         lines += ["Baseline learning curve (test accuracy after each epoch): "
-                  + ", ".join(f"{c['val_accuracy']:.3f}" for c in curve) + ".", ""]
-    t = res["target"]
-    if res["met_by"]:
-        lines.append(f"Target (loss <= {t['loss_pt']} pt, >= {t['speedup']:g}x at both sizes, >= "
-                     f"{t['bytes_ratio']:g}x fewer bytes): **met** by {', '.join(res['met_by'])}.")
+                  + ", ".join(f"{c['val_accuracy']:.3f}" for c in b["curve"]) + ".", ""]
+    goal = (f"Target (loss <= {target['loss_pt']} pt, >= {target['speedup']:g}x at both sizes, >= "
+            f"{target['bytes_ratio']:g}x fewer bytes)")
+    met = [r["v"].name for r in rs if r["loss_pt"] <= target["loss_pt"] + 1e-9 and r["x"] >= target["speedup"]
+           and r["x_big"] >= target["speedup"] and r["fewer"] >= target["bytes_ratio"]]
+    if met:
+        lines.append(f"{goal}: **met** by {', '.join(met)}.")
     else:
-        front = pareto(res["variants"])
-        lines.append(f"Target (loss <= {t['loss_pt']} pt, >= {t['speedup']:g}x at both sizes, >= "
-                     f"{t['bytes_ratio']:g}x fewer bytes): **not met**. Pareto front (accuracy, 32x32 speed, "
-                     f"bytes): {', '.join(front)}.")
-    by = {r["name"]: r for r in res["variants"]}
-    small = [r for r in res["variants"] if r["bytes_ratio"] >= t["bytes_ratio"]]
-    if small:
-        best = max(small, key=lambda r: r["tflite_accuracy"])
-        lines += ["", f"Most accurate with >= {t['bytes_ratio']:g}x fewer bytes: {best['name']}, "
-                     f"{best['tflite_accuracy']:.2%} ({best['loss_pt']:+.2f} pt), {best['speedup_32']:.2f}x at 32x32 "
-                     f"and {best['speedup_224'] or 0:.2f}x at 224x224."]
-    if "int8" in by:
-        i8 = by["int8"]
-        lines += ["", f"int8 alone: {i8['speedup_32']:.2f}x at 32x32 and {i8['speedup_224'] or 0:.2f}x at 224x224 on "
-                     f"this CPU ({m['cpu_flags']}), {i8['bytes_ratio']:.1f}x fewer bytes, {i8['loss_pt']:+.2f} pt."]
+        lines.append(f"{goal}: **not met**. Pareto front (accuracy, {small} speed, bytes): {', '.join(pareto(rs))}.")
+    smaller = [r for r in rs if r["fewer"] >= target["bytes_ratio"]]
+    if smaller:
+        best = max(smaller, key=lambda r: r["acc"])
+        lines += ["", f"Most accurate with >= {target['bytes_ratio']:g}x fewer bytes: {best['v'].name}, "
+                      f"{best['acc']:.2%} ({best['loss_pt']:+.2f} pt), {best['x']:.2f}x at {small} and "
+                      f"{best['x_big']:.2f}x at {big}."]
+    i8 = next((r for r in rs if r["v"].name == "int8"), None)
+    if i8:
+        lines += ["", f"int8 alone: {i8['x']:.2f}x at {small} and {i8['x_big']:.2f}x at {big} on this CPU ({flags}), "
+                      f"{i8['fewer']:.1f}x fewer bytes, {i8['loss_pt']:+.2f} pt."]
+    lines += [f"\nFAILED {f}" for f in report.failures]
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """benchmarks/results/headline.md, then BENCHMARKS.md assembled from every section."""
-    SECTION.write_text(text)
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--assemble-only"], check=True)
-
-
 def main(argv=None) -> int:
+    from edgeprune.bench import BenchSettings
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--from-run", type=Path, help="measure this existing run folder instead of running the recipe")
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "headline")
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--block-secs", type=float, default=0.25)
+    ap.add_argument("--from-run", type=Path, help="time this existing run folder's exports again instead of "
+                                                  "running the recipe")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "headline", help="the run folder")
+    ap.add_argument("--remeasure-out", type=Path, default=None,
+                    help="with --from-run: the bench folder of the new timing (default RUN-remeasured)")
+    ap.add_argument("--min-secs", type=float, default=4.0, help="with --from-run: timed seconds per model per round")
+    ap.add_argument("--runs", type=int, default=200, help="with --from-run: samples per model per round, at least")
+    ap.add_argument("--repeats", type=int, default=3, help="with --from-run: rounds (runner processes) per group")
+    ap.add_argument("--block-secs", type=float, default=0.01, help="with --from-run: seconds per model per block")
     ap.add_argument("--render-only", action="store_true", help="rewrite the section from headline.json")
+    ap.add_argument("--quick", action="store_true", help="a cut-down recipe (1,000 images, 4 variants, short "
+                                                         f"timing) into {QUICK_DIR}; stores nothing")
     args = ap.parse_args(argv)
     if args.render_only:
-        text = section(json.loads(RESULTS.read_text()))
-        write_section(text)
-        print(text)
+        publish("headline", None, section(read_results("headline", SCHEMA, VERSION)))
         return 0
-    run = args.from_run
-    if run is None:
-        run = args.out
-        run_recipe(run)
-    res = measure(run.resolve(), args.rounds, args.block_secs)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(res, indent=1) + "\n")
-    text = section(res)
-    write_section(text)
-    print(text)
+    command = " ".join(["python benchmarks/headline_bench.py", *(sys.argv[1:] if argv is None else argv)])
+    if args.quick:
+        recipe = quick_recipe(RECIPE, QUICK_DIR / "headline.toml", QUICK_VARIANTS)
+        run = QUICK_DIR / "headline" if args.from_run is None else args.from_run
+    else:
+        recipe, run = RECIPE, args.from_run or args.out
+    remeasured = None
+    if args.from_run is None:
+        run_recipe(recipe, run)
+    else:
+        settings = BenchSettings(paired=True, threads=[THREADS], runs=args.runs, min_secs=args.min_secs,
+                                 repeats=args.repeats, block_secs=args.block_secs,
+                                 max_secs=max(150.0, args.min_secs))
+        out = args.remeasure_out or run.with_name(run.name + "-remeasured")
+        remeasured = remeasure(run.resolve(), settings, out)
+    res = collect(run.resolve(), remeasured, command)
+    publish("headline", res, section(res), quick=args.quick)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded(main))
