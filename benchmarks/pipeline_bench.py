@@ -1,200 +1,233 @@
-"""What each step buys: runs the benchmark recipes through `edgeprune run` and writes a
-BENCHMARKS.md section to benchmarks/results/pipeline.md.
+"""What each step buys: runs the benchmark recipes through `edgeprune run` and writes the pipeline
+section of BENCHMARKS.md (benchmarks/results/pipeline.md) from benchmarks/results/pipeline.json.
 
     python benchmarks/pipeline_bench.py [--recipes benchmarks/recipes/mnv2_fashion.toml ...]
+    python benchmarks/pipeline_bench.py --from-runs [--remeasure]   # the run folders under runs/bench
+    python benchmarks/pipeline_bench.py --render-only               # the section from pipeline.json
+    python benchmarks/pipeline_bench.py --quick                     # the whole path in minutes, nothing stored
 
-Every number comes from the run folders' report.json (kept under runs/bench/), so the tables can
-be regenerated with `--from-runs` without running anything again."""
+Every number is read through the results model (edgeprune.results) from the run folders: the runs
+time their exports through the bench harness, paired, so every speed-up is a paired ratio with a
+bootstrap interval. `--remeasure` times the exports again the same way, at 1 and 2 threads with
+more time per model (e.g. on a quiet machine after training on a busy one); the new timing is kept
+in RUN-remeasured/ next to the run folder and shown instead of the run's."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _shared import (HOST, QUICK_DIR, ROOT, guarded, publish, quick_recipe, read_results, read_stored, remeasure,
+                     run_recipe, run_timing, speedup, speedup_cell, stored, timing, timing_text)
+
+from edgeprune.errors import SchemaError
+from edgeprune.report.tables import ms, table
+from edgeprune.results import load
+
 DEFAULT_RECIPES = [ROOT / "benchmarks/recipes/mnv2_fashion.toml", ROOT / "benchmarks/recipes/mnv2_224.toml"]
+SCHEMA, VERSION = "edgeprune.bench.pipeline", 1
+REMEASURE = {"threads": [1, 2], "runs": 100, "min_secs": 2.0, "warmup": 10}
 
 
-def run_recipe(recipe: Path, out: Path) -> dict:
-    t = time.time()
-    r = subprocess.run([sys.executable, "-m", "edgeprune", "run", str(recipe), "--out", str(out), "--force",
-                        "--quiet"], cwd=ROOT, text=True, capture_output=True)
-    if r.returncode not in (0, 1) or not (out / "report.json").is_file():
-        sys.exit(f"edgeprune run {recipe} failed:\n{r.stderr[-3000:]}")
-    print(f"{recipe.name}: {time.time() - t:.0f} s", file=sys.stderr)
-    return json.loads((out / "report.json").read_text())
+def collect(folder: Path, remeasured: tuple | None) -> dict:
+    """One recipe's stored result: the run (merged with its re-measurement) and how it was timed."""
+    if remeasured is None:
+        report = load([folder])
+        src = report.run_sources()[0]
+        settings = run_timing(folder)
+        if settings is None:
+            raise SchemaError(f"{folder} is a version-1 run, timed export by export without pairing",
+                              "rerun its recipe, or pass --remeasure to time its exports paired")
+        how = timing("pipeline run", settings, report, src.host.get("load_average"))
+    else:
+        report, bench = remeasured
+        how = timing("remeasured", bench.settings.to_dict(), report)
+    src = report.run_sources()[0]
+    return {"label": folder.name, "untrained": (src.baseline or {}).get("epochs") == 0, "timing": how,
+            "report": stored(report)}
 
 
-def _lat(v: dict, threads: int):
-    for x in v.get("latency", []):
-        if x.get("threads") == threads and "median_ms" in x:
-            return x
-    return None
+def legacy_timing_text(t: dict) -> str:
+    """Results kept from before the runs timed through the harness (converted once from the
+    section, every number kept)."""
+    return (f"Latency: host, LiteRT interpreter with XNNPACK, re-measured {t['when']} (load average "
+            f"{', '.join(f'{x:.1f}' for x in t['load_average'])}) before paired timing: each export timed alone, "
+            f"one after the other, median of >= {t['runs']} invokes and >= {t['min_secs']:g} s after {t['warmup']} "
+            f"warm-up runs; p5-p95 in brackets. x is the baseline's median divided by the variant's, measured "
+            f"apart: no interval was recorded, and differences smaller than the shared host's drift (several %) "
+            f"are noise. The run folders are not kept: these are the numbers as the section published them.")
 
 
-def section(report: dict, untrained: bool) -> str:
-    base = next(v for v in report["variants"] if v["name"] == "baseline")
-    threads = report["recipe"]["bench"]["threads"]
+def table_of(report, untrained: bool, published: dict | None) -> str:
+    base = report.baseline()
+    threads = sorted({m.threads for m in report.measurements if m.device == HOST})
     head = ["variant", "prune", "quantize", "bytes", "x bytes", "gzip bytes", "x gzip"]
-    if not untrained:
-        head += ["accuracy", "agreement"]
+    head += [] if untrained else ["accuracy", "agreement"]
     for t in threads:
         head += [f"ms @{t}t (p5-p95)", f"x @{t}t"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in range(len(head))) + "|"]
-    for v in report["variants"]:
-        if v["status"] != "ok":
-            lines.append(f"| {v['name']} | FAILED: {'; '.join(v['failures'])} |")
+    rows = []
+    for v in report.main_variants():
+        if v.status != "ok":
+            rows.append([v.name, f"FAILED: {'; '.join(v.failures)}"] + [""] * (len(head) - 2))
             continue
-        spec = v["spec"]
-        q = spec["quantize"] + (" (sparse encoding)" if (v.get("sparse_encoding") or {}).get("chosen") == "sparse" else "")
-        cells = [v["name"], spec["prune"] if spec["prune"] != "unstructured" else f"{spec['target_sparsity']:.0%}",
-                 q, f"{v['bytes']:,}", f"{base['bytes'] / v['bytes']:.2f}", f"{v['gzip_bytes']:,}",
-                 f"{base['gzip_bytes'] / v['gzip_bytes']:.2f}"]
-        if not untrained:
-            cells += [f"{v['accuracy']:.2%}", f"{v['agreement']:.2%}"]
+        spec = v.details.get("spec", {})
+        sparse = (v.details.get("sparse_encoding") or {}).get("chosen") == "sparse"
+        cells = [v.name, f"{spec['target_sparsity']:.0%}" if v.prune == "unstructured" else v.prune,
+                 v.quantize + (" (sparse encoding)" if sparse else ""), f"{v.bytes:,}", f"{base.bytes / v.bytes:.2f}",
+                 f"{v.gzip_bytes:,}", f"{base.gzip_bytes / v.gzip_bytes:.2f}"]
+        cells += [] if untrained else [f"{v.accuracy:.2%}", f"{v.agreement:.2%}"]
         for t in threads:
-            x, b = _lat(v, t), _lat(base, t)
-            cells += [f"{x['median_ms']:.3f} ({x['p5_ms']:.3f}-{x['p95_ms']:.3f})" if x else "-",
-                      f"{b['median_ms'] / x['median_ms']:.2f}" if x and b else "-"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            m = report.measurement(v.name, HOST, t)
+            cells += [f"{ms(m.median_ms)} ({ms(m.p5_ms)}-{ms(m.p95_ms)})" if m else "-",
+                      speedup_cell(report, v, t, published) if m else "-"]
+        rows.append(cells)
+    return table(head, rows, markdown=True)
 
 
-def render(reports: list[tuple[dict, bool]], command: str) -> str:
-    r0 = reports[0][0]
-    m, ver = r0["machine"], r0["versions"]
-    bench = r0["recipe"]["bench"]
+def render(res: dict) -> str:
+    parts = [(read_stored(p["report"]), p) for p in res["runs"]]
+    r0 = parts[0][0].run_sources()[0]
+    m, ver = r0.host, r0.versions
     out = ["## What each step buys (edgeprune run)", "",
            f"Machine: {m['cpu']}, {m['cores']} cores, {m['system']} {m['machine']}. TensorFlow {ver['tensorflow']}, "
            f"tf-keras {ver['tf-keras']}, TF-MOT {ver['tensorflow-model-optimization']}, ai-edge-litert "
-           f"{ver['ai-edge-litert']}, Python {ver['python']}. Latency: host, LiteRT interpreter with XNNPACK, "
-           f"median of >= {bench['runs']} invokes and >= {bench['min_secs']} s after {bench['warmup']} warm-up runs, "
-           f"at {', '.join(map(str, bench['threads']))} threads; p5-p95 in brackets. `x` columns are the float32 "
-           f"baseline's value divided by the variant's (higher is better). Command: `{command}`.", ""]
-    for report, untrained in reports:
-        rec = report["recipe"]
-        mdl = rec["model"]
+           f"{ver['ai-edge-litert']}, Python {ver['python']}. `x bytes` and `x gzip` are the float32 baseline's "
+           f"size divided by the variant's; `x @Nt` its speed-up at N threads (higher is better). "
+           f"Command: `{res['command']}`.", ""]
+    for report, p in parts:
+        src = report.run_sources()[0]
+        rec, mdl, t = src.recipe, src.recipe["model"], p["timing"]
         title = (f"### MobileNetV2 alpha {mdl['alpha']} at {mdl['input_shape']}, {mdl['classes']} classes"
-                 + (" (untrained: size and latency only)" if untrained else
-                    f", Fashion-MNIST ({report['data']['train']} train / {report['data']['test']} test; baseline "
-                    f"{report['baseline']['epochs']} epochs)"))
-        out += [title, "", section(report, untrained), ""]
-        note = f"Run: {report['created']}, {report['seconds']} s (`{rec['name']}`)."
-        la = report["machine"].get("load_average")
-        if la:
-            note += f" Load average when the run started: {la[0]:.1f} (other jobs shared the cores)."
-        if report.get("remeasured"):
-            la = report["remeasured"]["load_average"]
-            note += (f" Latency re-measured {report['remeasured']['at']} (load average {la[0]:.1f}, {la[1]:.1f}, "
-                     f"{la[2]:.1f}).")
-        out += [note, ""]
-    out += [_findings(reports), ""]
+                 + (" (untrained: size and latency only)" if p["untrained"] else
+                    f", Fashion-MNIST ({src.data['train']} train / {src.data['test']} test; baseline "
+                    f"{src.baseline['epochs']} epochs)"))
+        how = legacy_timing_text(t) if t["kind"] == "unpaired" else timing_text(t, report)
+        out += [title, "", how, "", table_of(report, p["untrained"], p.get("published_speedups")), "",
+                f"Run: {src.created}, {src.seconds} s (`{rec['name']}`)."]
+        out += [f"FAILED {f}" for f in report.failures] + [""]
+    out += [findings(parts), ""]
     return "\n".join(out)
 
 
-def _findings(reports) -> str:
-    """Plain statements computed from the numbers: where pruning bought size but no speed."""
+def verdict(sp, ref, base_ms: float, size: float) -> str:
+    """What pruning bought, judged against `ref`, the speed-up of the unpruned file of the same
+    format (the float32 baseline's 1, or int8 alone): from the intervals when the ratios are
+    paired, else from the point values, with no verdict where unpaired medians under 1 ms are
+    noise."""
+    x, lo, hi = sp
+    rx, rlo, rhi = ref
+    if lo is not None:
+        if lo <= (rhi or rx) and (rlo or rx) <= hi:
+            return "size; its interval meets the unpruned file's, so no speed difference was measured"
+        return "size and speed" if lo > (rhi or rx) else "size but costs time"
+    if base_ms < 1.0:
+        return "size; at under 1 ms per invoke an unpaired difference is noise, no speed verdict"
+    return "size but no speed" if x / rx < 1.1 and size > 1.2 else ("size and speed" if x / rx >= 1.1 else "little")
+
+
+def _compared(parts):
+    """(recipe name, report, stored part, variant, its 1-thread speed-up, the baseline's median) for
+    every variant measured at 1 thread beside its baseline."""
+    for report, p in parts:
+        base = report.baseline()
+        b1 = report.measurement(base.name, HOST, 1) if base else None
+        for v in report.main_variants():
+            if b1 is None or v.status != "ok" or v is base or report.measurement(v.name, HOST, 1) is None:
+                continue
+            sp = speedup(report, v, 1, p.get("published_speedups"))
+            if sp is not None:
+                yield report.run_sources()[0].recipe["name"], report, p, v, sp, b1.median_ms
+
+
+def _unpruned(report, v, published):
+    """The unpruned file of v's format and its speed-up: int8 alone for an int8 file (when the
+    recipe has one), else the float32 baseline."""
+    base = report.baseline()
+    if v.quantize in ("int8", "pqat", "qat"):
+        i8 = next((u for u in report.main_variants() if u.status == "ok" and u.prune == "none"
+                   and u.quantize == "int8" and report.measurement(u.name, HOST, 1)), None)
+        sp = speedup(report, i8, 1, published) if i8 is not None else None
+        if sp is not None:
+            return i8, sp
+    return base, (1.0, None, None)
+
+
+def _speed(sp) -> str:
+    x, lo, hi = sp
+    return f"{x:.2f}x" + (f" [{lo:.2f}-{hi:.2f}]" if lo is not None else "")
+
+
+def findings(parts) -> str:
+    """Plain statements computed from the numbers: where pruning bought size but no speed, judged
+    against the unpruned file of the same format."""
     lines = ["### Reading it", ""]
-    for report, untrained in reports:
-        base = next(v for v in report["variants"] if v["name"] == "baseline")
-        b1 = _lat(base, 1)
-        for v in report["variants"]:
-            if v["status"] != "ok" or v["name"] == "baseline" or v["spec"]["prune"] == "none":
-                continue
-            x = _lat(v, 1)
-            if not (x and b1):
-                continue
-            size = base["gzip_bytes"] / v["gzip_bytes"]
-            speed = b1["median_ms"] / x["median_ms"]
-            if b1["median_ms"] < 1.0:
-                verdict = "size; at under 1 ms per invoke the latency difference is noise, no speed verdict"
+    rows = list(_compared(parts))
+    for name, report, p, v, sp, base_ms in rows:
+        if v.prune != "none":
+            base = report.baseline()
+            ref, rsp = _unpruned(report, v, p.get("published_speedups"))
+            size = base.gzip_bytes / v.gzip_bytes
+            against = "" if ref is base else f" ({ref.name}: {_speed(rsp)})"
+            lines.append(f"- {name} / {v.name}: {size:.2f}x smaller gzipped, {_speed(sp)} the baseline's speed at "
+                         f"1 thread{against}: pruning bought {verdict(sp, rsp, base_ms, size)}.")
+    for name, report, p, v, sp, base_ms in rows:
+        if v.prune == "none" and v.quantize == "int8":
+            lines.append(f"- {name} / {v.name}: int8 alone runs at {_speed(sp)} the float32 speed at 1 thread on "
+                         f"this CPU ({p['timing'].get('cpu_flags')}); int8 speed needs int8 dot-product "
+                         f"instructions (VNNI, ARM dotprod).")
+        if (v.details.get("sparse_encoding") or {}).get("chosen") == "sparse" and (sp[1] is not None
+                                                                                   or base_ms >= 1.0):
+            if sp[1] is not None:  # paired: the interval decides
+                effect = "costs time" if sp[2] < 1 else ("saves time" if sp[1] > 1 else "leaves time alone")
             else:
-                verdict = "size but no speed" if speed < 1.1 and size > 1.2 else ("size and speed" if speed >= 1.1
-                                                                                  else "little")
-            lines.append(f"- {report['recipe']['name']} / {v['name']}: {size:.2f}x smaller gzipped, {speed:.2f}x "
-                         f"the baseline's speed at 1 thread: pruning bought {verdict}.")
-    for report, _ in reports:
-        base = next(v for v in report["variants"] if v["name"] == "baseline")
-        b1 = _lat(base, 1)
-        for v in report["variants"]:
-            x = _lat(v, 1)
-            if v["status"] != "ok" or not (x and b1) or v["name"] == "baseline":
-                continue
-            if v["spec"]["prune"] == "none" and v["spec"]["quantize"] == "int8":
-                lines.append(f"- {report['recipe']['name']} / {v['name']}: int8 alone runs at "
-                             f"{b1['median_ms'] / x['median_ms']:.2f}x the float32 speed at 1 thread on this CPU "
-                             f"({_cpu_flags()}); int8 speed needs int8 dot-product instructions (VNNI, ARM dotprod).")
-            if (v.get("sparse_encoding") or {}).get("chosen") == "sparse" and b1["median_ms"] >= 1.0:
-                ratio = b1["median_ms"] / x["median_ms"]
-                effect = "costs time" if ratio < 0.95 else ("saves time" if ratio > 1.05 else "leaves time alone")
-                lines.append(f"- {report['recipe']['name']} / {v['name']}: the sparse float encoding (DENSIFY ops) "
-                             f"runs at {ratio:.2f}x the dense baseline's speed: it buys bytes and {effect}.")
+                effect = "costs time" if sp[0] < 0.95 else ("saves time" if sp[0] > 1.05 else "leaves time alone")
+            lines.append(f"- {name} / {v.name}: the sparse float encoding (DENSIFY ops) runs at {_speed(sp)} the "
+                         f"dense baseline's speed: it buys bytes and {effect}.")
+    paired = any(sp[1] is not None for *_, sp, _ in rows)
     lines.append("- Zeroed weights shrink files after compression (or with the sparse float encoding); dense "
                  "XNNPACK kernels on x86 run them no faster. At 32x32 an invoke takes about 0.1 ms and fixed "
-                 "per-invoke costs dominate, so latency differences there are noise; the 224x224 table is the "
-                 "one to read for speed.")
+                 "per-invoke costs dominate" + ("; the paired intervals say which differences are real."
+                                                if paired else ", so unpaired latency differences there are noise; "
+                                                "the 224x224 table is the one to read for speed."))
     return "\n".join(lines)
 
 
-def remeasure(report: dict, folder: Path, threads: list[int], runs: int, min_secs: float) -> None:
-    """Times every export again (interleaved by variant, 1 round) and replaces the host latency
-    rows, so latency can be taken on a quiet machine after the training ran on a busy one."""
-    sys.path.insert(0, str(ROOT))
-    from android_bench.litert_runner import measure
+def main() -> int:
+    from edgeprune.bench import BenchSettings
 
-    for v in report["variants"]:
-        if v["status"] != "ok":
-            continue
-        rows = []
-        for t in threads:
-            r = measure(str(folder / v["tflite"]), threads=t, runs=runs, warmup=10, min_secs=min_secs)
-            s = r["summary"]
-            rows.append({"target": "local", "threads": t, "runs": s["count"], "median_ms": s["median_us"] / 1e3,
-                         "p5_ms": s["p5_us"] / 1e3, "p90_ms": s["p90_us"] / 1e3, "p95_ms": s["p95_us"] / 1e3,
-                         "mean_ms": s["mean_us"] / 1e3, "cv": s["cv"],
-                         "runtime": f"{r['runtime']} {r['runtime_version']}"})
-        v["latency"] = rows
-    report["recipe"]["bench"].update(threads=threads, runs=runs, min_secs=min_secs, warmup=10)
-    report["remeasured"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "load_average": list(os.getloadavg())}
-
-
-def _cpu_flags() -> str:
-    """The SIMD features that decide int8 speed on x86 (read where the latency was measured)."""
-    try:
-        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "CPU flags unknown"
-    have = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "asimddp") if f in flags]
-    return "has " + ", ".join(have) if have else "no AVX2/VNNI"
-
-
-def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipes", nargs="*", type=Path, default=DEFAULT_RECIPES)
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
-    ap.add_argument("--from-runs", action="store_true", help="Only rebuild the tables from existing run folders.")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/pipeline.md")
+    ap.add_argument("--from-runs", action="store_true", help="read the existing run folders instead of running")
     ap.add_argument("--remeasure", action="store_true",
-                    help="With --from-runs: time every export again now (e.g. on a quiet machine).")
+                    help="time every export again now, paired, at 1 and 2 threads (e.g. on a quiet machine)")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the section from pipeline.json")
+    ap.add_argument("--quick", action="store_true", help="each recipe cut down (1,000 images, 3 variants, short "
+                                                         f"timing) into {QUICK_DIR}; stores nothing")
     args = ap.parse_args()
-    reports = []
+    if args.render_only:
+        publish("pipeline", None, render(read_results("pipeline", SCHEMA, VERSION)))
+        return 0
+    runs_dir = QUICK_DIR if args.quick else args.runs_dir
+    parts = []
     for recipe in args.recipes:
-        folder = args.runs_dir / recipe.stem
-        report = json.loads((folder / "report.json").read_text()) if args.from_runs else run_recipe(recipe, folder)
+        folder = runs_dir / recipe.stem
+        if not args.from_runs:
+            run_recipe(quick_recipe(recipe, QUICK_DIR / recipe.name, 3) if args.quick else recipe, folder, quiet=True)
+        remeasured = None
         if args.remeasure:
-            remeasure(report, folder, [1, 2], 100, 2.0)
-        reports.append((report, report["baseline"]["epochs"] == 0))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/pipeline_bench.py" + (" --from-runs --remeasure" if args.remeasure else "")
-    args.out.write_text(render(reports, command))
-    print(f"wrote {args.out}", file=sys.stderr)
+            knobs = dict(REMEASURE, **({"runs": 10, "min_secs": 0.05} if args.quick else {}))
+            remeasured = remeasure(folder.resolve(), BenchSettings(paired=True, **knobs),
+                                   folder.with_name(folder.name + "-remeasured"))
+        parts.append(collect(folder.resolve(), remeasured))
+    command = " ".join(["python benchmarks/pipeline_bench.py", *sys.argv[1:]])
+    res = {"schema": SCHEMA, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "command": command, "runs": parts}
+    publish("pipeline", res, render(res), quick=args.quick)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))
