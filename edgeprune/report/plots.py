@@ -71,7 +71,8 @@ def _with_rc(draw):
 
 
 def fmt_ms(x: float | None) -> str:
-    """Milliseconds with three significant digits: 12.3, 1.23, 0.0123."""
+    """Milliseconds with three significant digits, trailing zeros kept so a column reads evenly:
+    123, 12.3, 1.23, 0.100, 0.0123. The one millisecond format of every table and plot."""
     if x is None:
         return "-"
     if x >= 100:
@@ -80,7 +81,7 @@ def fmt_ms(x: float | None) -> str:
         return f"{x:.1f}"
     if x >= 1:
         return f"{x:.2f}"
-    return f"{x:.3g}"
+    return f"{x:#.3g}" if x > 0 else "0"
 
 
 @_with_rc

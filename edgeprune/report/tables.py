@@ -8,6 +8,7 @@ import csv
 import io
 import json
 
+from edgeprune.report.plots import fmt_ms as ms
 from edgeprune.results.model import Report, Variant
 
 WIDTH = 80
@@ -19,13 +20,6 @@ def pct(x) -> str:
 
 def kb(n) -> str:
     return "-" if n is None else f"{n / 1024:,.1f}"
-
-
-def ms(x: float | None) -> str:
-    """Three significant digits, so a fast model's 0.0095 ms does not print as 0.01."""
-    if x is None:
-        return "-"
-    return f"{x:.2f}" if x >= 1 else f"{x:.3g}"
 
 
 def speedup_text(sp, interval: bool = True, unit: str = "") -> str:
