@@ -36,6 +36,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("edgeprune.cli.bench", "bench"),
     "report": ("edgeprune.cli.report", "report"),
     "compare": ("edgeprune.cli.report", "compare"),
+    "profile": ("edgeprune.cli.profile", "profile"),
 }
 
 
