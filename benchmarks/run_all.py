@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ["headline_bench.py", "pipeline_bench.py", "channels_bench.py", "harness_bench.py"]  # in report order
-SECTIONS = ["headline.md", "pipeline.md", "channels.md", "harness.md"]
+SCRIPTS = ["headline_bench.py", "pipeline_bench.py", "channels_bench.py", "harness_bench.py",
+           "profile_bench.py"]  # in report order
+SECTIONS = ["headline.md", "pipeline.md", "channels.md", "harness.md", "profile.md"]
 
 HEADER = """# Benchmarks
 
