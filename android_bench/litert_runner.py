@@ -111,6 +111,12 @@ def _peak_rss_mb() -> float | None:
         return None
 
 
+def _memory(rss_before, rss_after):
+    """Peak RSS of this process after the runs, and how much the runs added."""
+    delta = rss_after - rss_before if rss_after is not None and rss_before is not None else None
+    return {"kind": "peak_rss_mb", "peak_rss_mb": rss_after, "peak_rss_delta_mb": delta}
+
+
 def summarize(samples_us):
     """Statistics over raw samples (microseconds). Percentiles by linear interpolation; std is the
     sample standard deviation (n-1)."""
@@ -194,11 +200,7 @@ def measure(model_path, threads=1, runs=50, warmup=5, min_secs=1.0, max_secs=150
         "first_us": first_us,
         "samples_us": samples,
         "summary": summarize(samples),
-        "memory": {
-            "kind": "peak_rss_mb",
-            "peak_rss_mb": rss_after,
-            "peak_rss_delta_mb": (rss_after - rss_before) if rss_after is not None and rss_before is not None else None,
-        },
+        "memory": _memory(rss_before, rss_after),
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
@@ -288,11 +290,7 @@ def measure_paired(
             }
             for i, p in enumerate(model_paths)
         ],
-        "memory": {
-            "kind": "peak_rss_mb",
-            "peak_rss_mb": rss_after,
-            "peak_rss_delta_mb": (rss_after - rss_before) if rss_after is not None and rss_before is not None else None,
-        },
+        "memory": _memory(rss_before, rss_after),
         "python": platform.python_version(),
         "machine": platform.machine(),
     }

@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _shared import cpu_flags  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 from edgeprune import progress  # noqa: E402
 from edgeprune.channels import ChannelConfig, ChannelGraph, prune_channels  # noqa: E402
 from edgeprune.latency_profile import HarnessProbe, build_table  # noqa: E402
@@ -40,7 +41,6 @@ from edgeprune.models import build_builtin  # noqa: E402
 from edgeprune.runfolder import write_json_atomic, write_text_atomic  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-SIMD = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 VARIANTS = [  # name, ChannelConfig keywords
     ("uniform 30%", dict(ratio=0.3)),
     ("uniform 65%", dict(ratio=0.65)),
@@ -53,16 +53,6 @@ VARIANTS = [  # name, ChannelConfig keywords
 class StderrReporter(progress.Reporter):
     def log(self, message: str) -> None:
         print(f"  {message}", file=sys.stderr, flush=True)
-
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        line = next(x for x in text.splitlines() if x.startswith(("flags", "Features")))
-    except (OSError, StopIteration):
-        return "unknown"
-    have = set(line.split(":", 1)[1].split())
-    return ", ".join(f for f in SIMD if f in have) or "none of " + ", ".join(SIMD)
 
 
 def cpu_model() -> str:
